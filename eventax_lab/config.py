@@ -1,0 +1,110 @@
+"""Numerical settings of a simulation."""
+
+import dataclasses
+from typing import Literal
+
+import diffrax
+import optimistix as optx
+
+_SOLVERS = {
+    "tsit5": diffrax.Tsit5,
+    "dopri5": diffrax.Dopri5,
+    "dopri8": diffrax.Dopri8,
+    "bosh3": diffrax.Bosh3,
+    "heun": diffrax.Heun,
+    "midpoint": diffrax.Midpoint,
+    "euler": diffrax.Euler,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulationConfig:
+    """Numerical settings of the event-driven simulator; hashable, so jit treats it as static.
+
+    **Arguments:**
+
+    - `t_end`: end of the simulated window, in the time unit of the model (ms in
+      the shipped configs). The simulation always starts at 0.
+    - `solver`: diffrax solver between events: `"tsit5"` (default), `"dopri5"`,
+      `"dopri8"`, `"bosh3"`, `"heun"`, `"midpoint"` or `"euler"`.
+    - `step_size`: `"adaptive"` (a PID controller with `rtol`, `atol`) or
+      `"constant"` (fixed steps of `dt`, as a plain Euler simulator would take).
+    - `rtol`, `atol`: tolerances of the adaptive controller.
+    - `dt`: the fixed step for `step_size="constant"`, and an upper bound on the
+      first trial step otherwise.
+    - `root_finder`: `"bisection"` (default) or `"newton"`, with tolerances
+      `root_rtol`, `root_atol` on the spike time (and `root_atol` on the spike
+      condition). Newton starts at the end of the solver step and fails when the
+      voltage peaks inside that step just above threshold, a common case, so
+      the bracketing bisection is the default.
+    - `max_spikes`: capacity of each neuron's spike-time buffer. A neuron that
+      spikes more often raises an error naming this setting.
+    - `max_steps`: solver steps allowed between two consecutive events.
+    - `max_events`: loop iterations allowed per population; `None` derives the
+      bound from the input count and `max_spikes`, so it is never the limit.
+    - `adjoint`: `"recursive_checkpoint"` (backpropagate through the solver steps,
+      storing every step) or `"direct"`.
+    - `simultaneous_tol`: two neurons whose spike conditions lie within this of
+      each other at an event time both spike at that time.
+    """
+
+    t_end: float = 60.0
+    solver: str = "tsit5"
+    step_size: Literal["adaptive", "constant"] = "adaptive"
+    rtol: float = 1e-6
+    atol: float = 1e-6
+    dt: float = 1.0
+    root_finder: Literal["newton", "bisection"] = "bisection"
+    root_rtol: float = 1e-6
+    root_atol: float = 1e-5
+    max_spikes: int = 8
+    max_steps: int = 64
+    max_events: int | None = None
+    adjoint: Literal["recursive_checkpoint", "direct"] = "recursive_checkpoint"
+    simultaneous_tol: float = 1e-6
+
+    def __post_init__(self):
+        if not self.t_end > 0:
+            raise ValueError(f"t_end={self.t_end} must be > 0.")
+        if self.solver not in _SOLVERS:
+            raise ValueError(f"solver={self.solver!r} is unknown; choose one of {sorted(_SOLVERS)}.")
+        if self.step_size not in ("adaptive", "constant"):
+            raise ValueError(f"step_size={self.step_size!r}; use 'adaptive' or 'constant'.")
+        if self.step_size == "adaptive" and self.solver in ("euler", "midpoint"):
+            raise ValueError(
+                f"solver={self.solver!r} has no error estimate; use step_size='constant' "
+                "with it, or an adaptive solver such as 'tsit5'."
+            )
+        for name in ("rtol", "atol", "dt", "root_rtol", "root_atol"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be > 0.")
+        for name in ("max_spikes", "max_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
+        if self.max_events is not None and self.max_events < 1:
+            raise ValueError(f"max_events={self.max_events} must be >= 1 or None.")
+        if self.root_finder not in ("newton", "bisection"):
+            raise ValueError(f"root_finder={self.root_finder!r}; use 'newton' or 'bisection'.")
+        if self.adjoint not in ("recursive_checkpoint", "direct"):
+            raise ValueError(f"adjoint={self.adjoint!r}; use 'recursive_checkpoint' or 'direct'.")
+
+    def make_solver(self) -> diffrax.AbstractSolver:
+        return _SOLVERS[self.solver]()
+
+    def make_controller(self) -> diffrax.AbstractStepSizeController:
+        if self.step_size == "constant":
+            return diffrax.ConstantStepSize()
+        return diffrax.PIDController(rtol=self.rtol, atol=self.atol, dtmax=None)
+
+    def make_root_finder(self) -> optx.AbstractRootFinder:
+        if self.root_finder == "bisection":
+            # The event condition decreases through its root (see `run_population`).
+            return optx.Bisection(rtol=self.root_rtol, atol=self.root_atol, flip=True)
+        return optx.Newton(rtol=self.root_rtol, atol=self.root_atol)
+
+    def make_adjoint(self) -> diffrax.AbstractAdjoint:
+        if self.adjoint == "direct":
+            return diffrax.DirectAdjoint()
+        # Storing every step avoids recomputation in the backward pass; segments
+        # between events are short, so `max_steps` checkpoints cost little memory.
+        return diffrax.RecursiveCheckpointAdjoint(checkpoints=self.max_steps)

@@ -1,0 +1,223 @@
+"""Network connectivity: feed-forward layers, or one recurrent population with a mask."""
+
+from collections.abc import Callable, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+
+from .config import SimulationConfig
+from .neurons.base import NeuronModel, connection_fields
+from .recording import Recording
+from .simulate import run_independent_neurons, run_population
+
+
+def _flatten_spike_train(
+    spike_times: Float[Array, "n k"],
+) -> tuple[Float[Array, " m"], Int[Array, " m"]]:
+    """Flatten a `[n, K]` spike train into times sorted ascending and their sources."""
+    n, k = spike_times.shape
+    times = spike_times.reshape(-1)
+    sources = jnp.repeat(jnp.arange(n), k)
+    order = jnp.argsort(times)
+    return times[order], sources[order]
+
+
+def _check_input(input_spikes: Array, n_inputs: int) -> None:
+    if input_spikes.ndim != 2 or input_spikes.shape[0] != n_inputs:
+        raise ValueError(
+            f"input_spikes has shape {input_spikes.shape}; expected [n_inputs={n_inputs}, K] "
+            "for one sample (vmap over a batch axis for batches)."
+        )
+
+
+class FeedForwardNetwork(eqx.Module):
+    """Layers of neuron populations, each fed by the spikes of the layer before.
+
+    Given its input spike times a layer's neurons are independent, so each layer
+    is simulated on its own, with one event loop per neuron, and its spike trains
+    are the inputs of the next layer.
+    """
+
+    layers: tuple[NeuronModel, ...]
+
+    def __init__(self, layers: Sequence[NeuronModel]):
+        layers = tuple(layers)
+        if not layers:
+            raise ValueError("layers is empty; a network needs at least one layer.")
+        for index in range(1, len(layers)):
+            if layers[index].n_sources != layers[index - 1].n_neurons:
+                raise ValueError(
+                    f"layer {index} has n_sources={layers[index].n_sources} but layer "
+                    f"{index - 1} has n_neurons={layers[index - 1].n_neurons}; they must match."
+                )
+        self.layers = layers
+
+    @property
+    def n_inputs(self) -> int:
+        return self.layers[0].n_sources
+
+    @property
+    def n_outputs(self) -> int:
+        return self.layers[-1].n_neurons
+
+    def simulate(
+        self,
+        input_spikes: Float[Array, "n_inputs k"],
+        config: SimulationConfig,
+        *,
+        sample_ts: Float[Array, " p"] | None = None,
+        integrals: bool = False,
+        exp_lambda: float = 0.0,
+        stop_after_first_spike: bool = False,
+    ) -> Recording:
+        """Simulate one sample; see [`run_population`][] for the keyword arguments.
+
+        `sample_ts`, `integrals` and `stop_after_first_spike` apply to the output layer.
+        """
+        _check_input(input_spikes, self.n_inputs)
+        times = input_spikes
+        spike_times, spike_counts = [], []
+        for index, layer in enumerate(self.layers):
+            is_output = index == len(self.layers) - 1
+            sorted_times, sources = _flatten_spike_train(times)
+            options = {}
+            if is_output:
+                options = dict(
+                    sample_ts=sample_ts,
+                    integrals=integrals,
+                    exp_lambda=exp_lambda,
+                    stop_after_first_spike=stop_after_first_spike,
+                )
+            result = run_independent_neurons(layer, sorted_times, sources, config, **options)
+            spike_times.append(result.spike_times)
+            spike_counts.append(result.spike_counts)
+            times = result.spike_times
+        return Recording(
+            spike_times=tuple(spike_times),
+            spike_counts=tuple(spike_counts),
+            first_spike_times=result.spike_times[:, 0],
+            samples=result.samples,
+            integral=result.integral,
+            exp_integral=result.exp_integral,
+        )
+
+
+class RecurrentNetwork(eqx.Module):
+    """One population with connectivity from a mask, recurrent connections allowed.
+
+    The population's sources are the `n_inputs` external inputs followed by its
+    own `n_neurons` neurons, so each weight-matrix field of the model has shape
+    `[n_neurons, n_inputs + n_neurons]`, and `mask` (same shape, boolean) zeroes
+    the absent connections. The last `n_outputs` neurons are the outputs.
+    """
+
+    model: NeuronModel
+    mask: Bool[Array, "n_neurons n_sources"]
+    n_outputs: int = eqx.field(static=True)
+
+    def __init__(self, model: NeuronModel, mask: Array, n_outputs: int):
+        mask = jnp.asarray(mask, dtype=bool)
+        expected = (model.n_neurons, model.n_sources)
+        if mask.shape != expected:
+            raise ValueError(f"mask has shape {mask.shape}; expected {expected} [neuron, source].")
+        if not 1 <= n_outputs <= model.n_neurons:
+            raise ValueError(f"n_outputs={n_outputs} must be in [1, n_neurons={model.n_neurons}].")
+        if model.n_sources <= model.n_neurons:
+            raise ValueError(
+                f"model has n_sources={model.n_sources} for n_neurons={model.n_neurons}; a "
+                "recurrent model needs n_sources = n_inputs + n_neurons with n_inputs >= 1."
+            )
+        self.model = model
+        self.mask = mask
+        self.n_outputs = n_outputs
+
+    @property
+    def n_inputs(self) -> int:
+        return self.model.n_sources - self.model.n_neurons
+
+    def masked_model(self) -> NeuronModel:
+        """Return the model with every weight-matrix field multiplied by the mask."""
+        model = self.model
+        for path in connection_fields(model):
+
+            def get(m, path=path):
+                for name in path:
+                    m = getattr(m, name)
+                return m
+
+            model = eqx.tree_at(get, model, jnp.where(self.mask, get(model), 0.0))
+        return model
+
+    def simulate(
+        self,
+        input_spikes: Float[Array, "n_inputs k"],
+        config: SimulationConfig,
+        *,
+        sample_ts: Float[Array, " p"] | None = None,
+        integrals: bool = False,
+        exp_lambda: float = 0.0,
+        stop_after_first_spike: bool = False,
+    ) -> Recording:
+        """Simulate one sample with one event loop for the whole population."""
+        _check_input(input_spikes, self.n_inputs)
+        sorted_times, sources = _flatten_spike_train(input_spikes)
+        result = run_population(
+            self.masked_model(),
+            sorted_times,
+            sources,
+            config,
+            recurrent=True,
+            sample_ts=sample_ts,
+            integrals=integrals,
+            exp_lambda=exp_lambda,
+        )
+        out = slice(self.model.n_neurons - self.n_outputs, None)
+        if stop_after_first_spike:
+            # NOTE: a recurrent population runs to t_end; stopping early would need
+            # the event loop to watch only the output neurons.
+            pass
+        return Recording(
+            spike_times=(result.spike_times,),
+            spike_counts=(result.spike_counts,),
+            first_spike_times=result.spike_times[out, 0],
+            samples=result.samples[:, out],
+            integral=result.integral[out],
+            exp_integral=result.exp_integral[out],
+        )
+
+
+def make_feedforward(
+    layer_factory: Callable[..., NeuronModel],
+    sizes: Sequence[int],
+    key: PRNGKeyArray,
+    layer_kwargs: Sequence[dict] | None = None,
+) -> FeedForwardNetwork:
+    """Build a feed-forward network of `layer_factory(n_neurons, n_sources, key, **kwargs)` layers.
+
+    `sizes` lists the input count then each layer's size, e.g. `[5, 120, 3]`.
+    `layer_kwargs` gives each layer's keyword arguments (one dict per layer).
+    """
+    sizes = list(sizes)
+    if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
+        raise ValueError(f"sizes={sizes} must list >= 2 positive sizes: inputs, then each layer.")
+    n_layers = len(sizes) - 1
+    layer_kwargs = list(layer_kwargs) if layer_kwargs is not None else [{}] * n_layers
+    if len(layer_kwargs) != n_layers:
+        raise ValueError(f"layer_kwargs has {len(layer_kwargs)} entries; expected {n_layers}.")
+    keys = jax.random.split(key, n_layers)
+    layers = [
+        layer_factory(sizes[i + 1], sizes[i], keys[i], **layer_kwargs[i]) for i in range(n_layers)
+    ]
+    return FeedForwardNetwork(layers)
+
+
+def simulate_batch(network, input_spikes: Float[Array, "batch n_inputs k"], config, **kwargs):
+    """Simulate a batch of samples with `vmap`; returns a batched [`Recording`][]."""
+    if np.ndim(input_spikes) != 3:
+        raise ValueError(
+            f"input_spikes has shape {np.shape(input_spikes)}; expected [batch, n_inputs, K]."
+        )
+    return jax.vmap(lambda spikes: network.simulate(spikes, config, **kwargs))(input_spikes)

@@ -1,0 +1,28 @@
+"""What a network simulation returns, with static shapes so it jits and vmaps."""
+
+import equinox as eqx
+from jaxtyping import Array, Float, Int
+
+
+class Recording(eqx.Module):
+    """The result of simulating one sample; `vmap` adds a leading batch axis to each field.
+
+    **Fields:**
+
+    - `spike_times`: one `[n_l, max_spikes]` array per layer (a recurrent network
+      has one), ascending and inf-padded.
+    - `spike_counts`: one `[n_l]` array per layer.
+    - `first_spike_times`: `[n_out]` first spike of each output neuron, inf if none.
+    - `samples`: `[n_samples, n_out, observables]` output observables at the
+      requested sample times.
+    - `integral`, `exp_integral`: `[n_out, observables]` integrals over the window
+      of the output observables, plain and weighted by exp(-lambda t); zeros unless
+      requested.
+    """
+
+    spike_times: tuple[Float[Array, "n max_spikes"], ...]
+    spike_counts: tuple[Int[Array, " n"], ...]
+    first_spike_times: Float[Array, " n_out"]
+    samples: Float[Array, "n_samples n_out observables"]
+    integral: Float[Array, "n_out observables"]
+    exp_integral: Float[Array, "n_out observables"]
