@@ -9,7 +9,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from .config import SimulationConfig
-from .neurons.base import NeuronModel, connection_fields
+from .neurons.base import NeuronModel, NonSpiking, connection_fields
 from .recording import Recording
 from .simulate import run_independent_neurons, run_population
 
@@ -221,3 +221,44 @@ def simulate_batch(network, input_spikes: Float[Array, "batch n_inputs k"], conf
             f"input_spikes has shape {np.shape(input_spikes)}; expected [batch, n_inputs, K]."
         )
     return jax.vmap(lambda spikes: network.simulate(spikes, config, **kwargs))(input_spikes)
+
+
+def build_network(
+    neuron: str,
+    hidden_sizes: Sequence[int],
+    n_inputs: int,
+    n_outputs: int,
+    key: PRNGKeyArray,
+    neuron_kwargs: dict | None = None,
+    output_kwargs: dict | None = None,
+    output_spiking: bool = True,
+) -> FeedForwardNetwork:
+    """Build a feed-forward network of one neuron model from config values.
+
+    **Arguments:**
+
+    - `neuron`: a name in `eventax_lab.neurons.MODELS`, such as `"lif"`.
+    - `hidden_sizes`: sizes of the hidden layers, e.g. `[120]`; may be empty.
+    - `n_inputs`, `n_outputs`: input count and output-layer size (from the data).
+    - `key`: PRNG key for the initial parameters.
+    - `neuron_kwargs`: keyword arguments of every layer's model constructor.
+    - `output_kwargs`: overrides of `neuron_kwargs` for the output layer.
+    - `output_spiking`: if false, the output layer is wrapped in [`NonSpiking`][],
+      a leaky integrator for state-based readouts.
+    """
+    from .neurons import MODELS
+
+    if neuron not in MODELS:
+        raise ValueError(f"model.neuron={neuron!r} is unknown; choose one of {sorted(MODELS)}.")
+    hidden_sizes = [int(size) for size in hidden_sizes]
+    if any(size < 1 for size in hidden_sizes):
+        raise ValueError(f"model.hidden_sizes={hidden_sizes} must all be >= 1.")
+    neuron_kwargs = dict(neuron_kwargs or {})
+    output_kwargs = {**neuron_kwargs, **dict(output_kwargs or {})}
+    layer_kwargs = [neuron_kwargs] * len(hidden_sizes) + [output_kwargs]
+    network = make_feedforward(
+        MODELS[neuron], [n_inputs, *hidden_sizes, n_outputs], key, layer_kwargs
+    )
+    if not output_spiking:
+        network = FeedForwardNetwork([*network.layers[:-1], NonSpiking(network.layers[-1])])
+    return network

@@ -13,8 +13,12 @@ from .base import (
 from .init import normal_weights
 from .lif import LIF
 
+# Names under which Hydra configs (`model.neuron`) refer to each model.
+MODELS: dict[str, type[NeuronModel]] = {"lif": LIF}
+
 __all__ = [
     "LIF",
+    "MODELS",
     "NeuronModel",
     "NonSpiking",
     "as_per_neuron",

@@ -2,6 +2,7 @@
 
 from typing import Any, Literal
 
+import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
@@ -39,7 +40,7 @@ class LIF(NeuronModel):
     tau_syn: Float[Array, " n_neurons"] = setting()
     threshold: Float[Array, " n_neurons"] = setting()
     v_reset: Float[Array, " n_neurons"] = setting()
-    reset_mode: Literal["subtract", "value"] = "subtract"
+    reset_mode: Literal["subtract", "value"] = eqx.field(static=True, default="subtract")
 
     def __init__(
         self,
