@@ -4,6 +4,7 @@ from .base import (
     NeuronModel,
     NonSpiking,
     as_per_neuron,
+    check_setting,
     connection_fields,
     parameter,
     setting,
@@ -11,17 +12,35 @@ from .base import (
     trainable_filter,
 )
 from .init import normal_weights
+from .alif import ALIF
+from .egru import EGRU
+from .eif import EIF
+from .izhikevich import Izhikevich
 from .lif import LIF
+from .qif import QIF
 
 # Names under which Hydra configs (`model.neuron`) refer to each model.
-MODELS: dict[str, type[NeuronModel]] = {"lif": LIF}
+MODELS: dict[str, type[NeuronModel]] = {
+    "lif": LIF,
+    "alif": ALIF,
+    "qif": QIF,
+    "eif": EIF,
+    "izhikevich": Izhikevich,
+    "egru": EGRU,
+}
 
 __all__ = [
+    "ALIF",
+    "EGRU",
+    "EIF",
+    "Izhikevich",
     "LIF",
     "MODELS",
     "NeuronModel",
     "NonSpiking",
+    "QIF",
     "as_per_neuron",
+    "check_setting",
     "connection_fields",
     "normal_weights",
     "parameter",

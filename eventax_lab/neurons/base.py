@@ -7,6 +7,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
 
@@ -157,6 +158,18 @@ def split_neurons(model: NeuronModel) -> tuple[NeuronModel, PyTree]:
     )
     in_axes = jax.tree.map(lambda is_per_neuron: 0 if is_per_neuron else None, flags)
     return expanded, in_axes
+
+
+def check_setting(name: str, value, condition, requirement: str) -> None:
+    """Raise a ValueError naming `name` unless `condition` holds for every element.
+
+    Skipped for traced values (a model built inside `jit`), which have no
+    concrete value to check.
+    """
+    if isinstance(value, jax.core.Tracer) or isinstance(condition, jax.core.Tracer):
+        return
+    if not bool(np.all(np.asarray(condition))):
+        raise ValueError(f"{name}={np.asarray(value)} is invalid: it must be {requirement}.")
 
 
 def as_per_neuron(value, n_neurons: int, name: str, dtype=None) -> Float[Array, " n"]:

@@ -6,7 +6,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from .base import NeuronModel, as_per_neuron, parameter, setting
+from .base import NeuronModel, as_per_neuron, check_setting, parameter, setting
 from .init import normal_weights
 
 
@@ -74,12 +74,12 @@ class LIF(NeuronModel):
         self.v_reset = as_per_neuron(v_reset, n_neurons, "v_reset")
         self.reset_mode = reset_mode
         for name in ("tau_mem", "tau_syn", "threshold"):
-            if not bool(jnp.all(getattr(self, name) > 0)):
-                raise ValueError(f"{name}={getattr(self, name)} must be > 0.")
-        if reset_mode == "value" and not bool(jnp.all(self.v_reset < self.threshold)):
-            raise ValueError(
-                f"v_reset={self.v_reset} must be below threshold={self.threshold}, "
-                "or a neuron would spike again at once."
+            value = getattr(self, name)
+            check_setting(name, value, value > 0, "> 0")
+        if reset_mode == "value":
+            check_setting(
+                "v_reset", self.v_reset, self.v_reset < self.threshold,
+                "below threshold, or a neuron would spike again at once",
             )
 
     @property

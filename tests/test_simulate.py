@@ -1,0 +1,171 @@
+"""The event loop against closed-form LIF solutions, finite differences and its own guards."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from eventax_lab.config import SimulationConfig
+from eventax_lab.neurons import LIF
+from eventax_lab.simulate import run_independent_neurons, run_population
+
+TAU_MEM, TAU_SYN, THRESHOLD = 20.0, 5.0, 1.0
+TIGHT = SimulationConfig(
+    t_end=60.0, rtol=1e-10, atol=1e-10, root_rtol=1e-12, root_atol=1e-12, max_steps=4096
+)
+NO_INPUT = (jnp.array([jnp.inf]), jnp.array([0]))
+
+
+def lif(n=1, n_sources=1, **kwargs):
+    kwargs = {"tau_mem": TAU_MEM, "tau_syn": TAU_SYN, "threshold": THRESHOLD, **kwargs}
+    return LIF(n, n_sources, jax.random.PRNGKey(0), **kwargs)
+
+
+def with_weight(model, weight):
+    return eqx.tree_at(lambda m: m.weight, model, jnp.full_like(model.weight, weight))
+
+
+def psp(s, weight):
+    """Closed-form membrane potential a time s after one input spike of weight `weight`."""
+    amplitude = weight * TAU_SYN / (TAU_SYN - TAU_MEM)
+    return amplitude * (np.exp(-s / TAU_SYN) - np.exp(-s / TAU_MEM))
+
+
+def psp_slope(s, weight):
+    amplitude = weight * TAU_SYN / (TAU_SYN - TAU_MEM)
+    return amplitude * (-np.exp(-s / TAU_SYN) / TAU_SYN + np.exp(-s / TAU_MEM) / TAU_MEM)
+
+
+# Time of the PSP maximum, where dV/ds = 0.
+S_PEAK = np.log(TAU_MEM / TAU_SYN) / (1.0 / TAU_SYN - 1.0 / TAU_MEM)
+
+
+def bisect(f, lower, upper, iterations=200):
+    for _ in range(iterations):
+        middle = 0.5 * (lower + upper)
+        if f(middle) < 0:
+            lower = middle
+        else:
+            upper = middle
+    return 0.5 * (lower + upper)
+
+
+@pytest.fixture(scope="module")
+def simulate_one_input():
+    """Jitted simulation of one neuron receiving one input spike at `t_in` with weight `w`."""
+
+    @jax.jit
+    def run(weight, t_in, sample_ts):
+        model = with_weight(lif(), weight)
+        return run_population(model, jnp.array([t_in]), jnp.array([0]), TIGHT, sample_ts=sample_ts)
+
+    return run
+
+
+def test_lif_trace_matches_closed_form(simulate_one_input):
+    t_in, weight = 3.0, 0.8  # sub-threshold: the peak of this PSP is about 0.38
+    sample_ts = jnp.linspace(0.0, 59.0, 25)
+    result = simulate_one_input(weight, t_in, sample_ts)
+    s = np.clip(np.asarray(sample_ts) - t_in, 0.0, None)
+    expected_v = np.where(np.asarray(sample_ts) >= t_in, psp(s, weight), 0.0)
+    expected_i = np.where(np.asarray(sample_ts) >= t_in, weight * np.exp(-s / TAU_SYN), 0.0)
+    np.testing.assert_allclose(result.samples[:, 0, 0], expected_v, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(result.samples[:, 0, 1], expected_i, rtol=1e-7, atol=1e-9)
+    assert int(result.spike_counts[0]) == 0
+
+
+def test_bias_first_spike_time_and_gradient():
+    def first_spike(bias):
+        model = lif(bias_init=bias)
+        return run_population(model, *NO_INPUT, TIGHT).spike_times[0, 0]
+
+    bias = 1.7
+    t_spike, dt_dbias = jax.jit(jax.value_and_grad(first_spike))(bias)
+    expected = TAU_MEM * np.log(bias / (bias - THRESHOLD))
+    expected_grad = TAU_MEM * (1.0 / bias - 1.0 / (bias - THRESHOLD))
+    assert t_spike == pytest.approx(expected, rel=1e-6)
+    assert dt_dbias == pytest.approx(expected_grad, rel=1e-6)
+
+
+def test_weighted_input_spike_time_and_gradient():
+    t_in, weight = 2.0, 8.0  # the PSP of weight 1 peaks at about 0.158
+
+    def spike_time(w):
+        model = with_weight(lif(), w)
+        return run_population(model, jnp.array([t_in]), jnp.array([0]), TIGHT).spike_times[0, 0]
+
+    t_spike, dt_dw = jax.jit(jax.value_and_grad(spike_time))(weight)
+    s_cross = bisect(lambda s: psp(s, weight) - THRESHOLD, 0.0, S_PEAK)
+    # Implicit function theorem on V(t*, w) = threshold, with V linear in w.
+    expected_grad = -(THRESHOLD / weight) / psp_slope(s_cross, weight)
+    assert t_spike == pytest.approx(t_in + s_cross, rel=1e-8)
+    assert dt_dw == pytest.approx(expected_grad, rel=1e-6)
+
+
+def test_brief_crossing_inside_one_step_is_found():
+    # The PSP peaks 0.05% above threshold, so V stays above it for about 0.6 ms,
+    # while loose tolerances let the solver take steps several ms long. The loose
+    # tolerances also shift the located crossing by up to about 0.1 ms.
+    weight = 1.0005 * THRESHOLD / psp(S_PEAK, 1.0)
+    loose = SimulationConfig(t_end=60.0, rtol=1e-3, atol=1e-3, dt=60.0, root_rtol=1e-10, root_atol=1e-10)
+    model = with_weight(lif(), weight)
+    result = run_population(model, jnp.array([0.0]), jnp.array([0]), loose)
+    s_cross = bisect(lambda s: psp(s, weight) - THRESHOLD, 0.0, S_PEAK)
+    assert int(result.spike_counts[0]) == 1
+    assert float(result.spike_times[0, 0]) == pytest.approx(s_cross, abs=0.2)
+
+
+def test_simultaneous_crossings_all_spike():
+    # Three identical neurons in one population cross threshold at the same time.
+    model = lif(n=3, bias_init=1.5)
+    result = run_population(model, *NO_INPUT, TIGHT)
+    expected = TAU_MEM * np.log(1.5 / 0.5)
+    np.testing.assert_allclose(result.spike_times[:, 0], expected, rtol=1e-8)
+    np.testing.assert_array_equal(result.spike_counts, [2, 2, 2])
+
+
+class DeltaLIF(LIF):
+    """LIF whose input spikes jump the voltage directly, so one input can cross threshold."""
+
+    def input_spike(self, y, from_idx, valid_mask):
+        jump = jnp.sum(jnp.where(valid_mask, self.weight[:, from_idx], 0.0), axis=1)
+        return y.at[:, 0].add(jump)
+
+
+def test_input_jump_above_threshold_spikes_at_jump_time():
+    model = DeltaLIF(2, 1, jax.random.PRNGKey(0), tau_mem=TAU_MEM, tau_syn=TAU_SYN)
+    model = eqx.tree_at(lambda m: m.weight, model, jnp.array([[1.5], [0.5]]))
+    result = run_population(model, jnp.array([7.25]), jnp.array([0]), TIGHT)
+    assert float(result.spike_times[0, 0]) == 7.25
+    assert int(result.spike_counts[0]) == 1
+    assert int(result.spike_counts[1]) == 0
+
+
+def test_spike_overflow_raises_naming_max_spikes():
+    config = SimulationConfig(t_end=60.0, max_spikes=1)
+    with pytest.raises(Exception, match="max_spikes"):
+        jax.block_until_ready(run_population(lif(bias_init=1.5), *NO_INPUT, config).spike_times)
+
+
+def test_step_budget_raises_naming_max_steps():
+    config = SimulationConfig(t_end=60.0, rtol=1e-12, atol=1e-12, max_steps=2)
+    with pytest.raises(Exception, match="max_steps"):
+        jax.block_until_ready(run_population(lif(bias_init=1.5), *NO_INPUT, config).spike_times)
+
+
+def test_event_budget_raises_naming_max_events():
+    config = SimulationConfig(t_end=60.0, max_events=2)
+    times = jnp.array([1.0, 2.0, 3.0, 4.0])
+    with pytest.raises(Exception, match="max_events"):
+        result = run_population(with_weight(lif(), 0.1), times, jnp.zeros(4, int), config)
+        jax.block_until_ready(result.spike_times)
+
+
+def test_independent_neurons_match_population():
+    model = lif(n=4, n_sources=2, weight_mean=2.0, weight_std=1.5, fan_in_scaling=False)
+    times, sources = jnp.array([1.0, 4.0, 9.0, jnp.inf]), jnp.array([0, 1, 0, 1])
+    together = run_population(model, times, sources, TIGHT)
+    apart = run_independent_neurons(model, times, sources, TIGHT)
+    np.testing.assert_allclose(apart.spike_times, together.spike_times, rtol=1e-9)
+    np.testing.assert_array_equal(apart.spike_counts, together.spike_counts)
