@@ -32,10 +32,10 @@ def validate_channel(channel) -> int:
 
 
 def masked_mean(values: Float[Array, " batch"], mask: Bool[Array, " batch"]) -> Float[Array, ""]:
-    """Average `values` over the rows where `mask` is true; 0.0 when no row is.
+    """Average `values` over the rows where `mask` is true, or return 0.0 when no row is.
 
     Rows outside the mask are replaced by zero before the sum, so a NaN or inf in a
-    padding row reaches neither the result nor its gradient.
+    padding row does not reach the result, and its row gets a zero gradient.
     """
     values = jnp.where(mask, values, 0.0)
     n_valid = jnp.maximum(jnp.sum(mask), 1)
@@ -75,7 +75,10 @@ def spike_metrics(recording: Recording, mask: Bool[Array, " batch"]) -> dict[str
 def check_batch(
     recording: Recording, targets: Array, mask: Array
 ) -> tuple[Array, Bool[Array, " batch"]]:
-    """Check that `recording`, `targets` and `mask` describe one batch; return them as arrays."""
+    """Check that `recording`, `targets` and `mask` describe one batch.
+
+    **Returns:** `(targets, mask)` as arrays, the mask as bool.
+    """
     if jnp.ndim(recording.first_spike_times) != 2:
         raise ValueError(
             f"recording.first_spike_times has shape {jnp.shape(recording.first_spike_times)}; "
@@ -137,8 +140,8 @@ class ClassificationLoss(Loss):
 
     For label $y$ the per-sample loss is
     $-\log\big(e^{z_y} / \sum_c e^{z_c}\big) + \mathrm{penalty}$, averaged over
-    the valid rows. The prediction is $\arg\max_c z_c$; on ties the lowest
-    class index wins. Subclasses define `scores` and may add a per-sample
+    the valid rows. The prediction is $\arg\max_c z_c$, and on ties the
+    lowest class index wins. Subclasses define `scores` and may add a per-sample
     `penalty` (zero by default).
     """
 
@@ -149,7 +152,7 @@ class ClassificationLoss(Loss):
     def penalty(
         self, recording: Recording, labels: Int[Array, " batch"]
     ) -> Float[Array, " batch"]:
-        """Return a term added to each sample's cross-entropy, outside the log; zero here."""
+        """Return a term added to each sample's cross-entropy, outside the log (zero by default)."""
         return jnp.zeros(labels.shape, recording.first_spike_times.dtype)
 
     def predict(self, recording: Recording) -> Int[Array, " batch"]:

@@ -1,7 +1,8 @@
 r"""Losses on functionals of the output neurons' state trajectory.
 
-Each readout takes one observable channel of the output layer (`channel`, 0 is the
-voltage $V$ for every neuron model) over the window $[0, T]$:
+Each readout takes one observable channel of the output layer over the window
+$[0, T]$. `NeuronModel.observe` puts the voltage (or the model's voltage-like
+state) first, so the default `channel=0` reads $V$:
 
 - max: $z_c = \max_{t \in [0, T]} V_c(t)$,
 - integral: $z_c = \int_0^T V_c(t)\,dt$,
@@ -43,8 +44,8 @@ def parabolic_peak(
     (6 |V''|)$ and $|y^* - V_\mathrm{peak}| \le |V'''| h^3 / 16$ to leading order.
     A kink inside the stencil (an input spike, which makes $dV/dt$ jump) lowers
     both to $O(h)$, and a maximum at an input spike between two grid points is
-    missed by up to $h\,|dV/dt|$. A maximum at the first or last grid point, or
-    on a flat stretch, is returned unrefined.
+    missed by up to $h\,|dV/dt|$. A maximum at the first or last grid point, on
+    a flat stretch, or next to a non-finite sample is returned unrefined.
 
     **Arguments:**
 
@@ -63,11 +64,14 @@ def parabolic_peak(
     k = jnp.argmax(values, axis=-1)
     centre = jnp.clip(k, 1, n - 2)
     left, middle, right = at(centre - 1), at(centre), at(centre + 1)
+    # Replacing non-finite neighbours (a QIF voltage is -inf right after a reset)
+    # and flat stencils before the arithmetic keeps NaN out of the values and
+    # out of the gradient of the branch that `where` discards.
+    refine = (k == centre) & jnp.isfinite(left) & jnp.isfinite(right)
+    left = jnp.where(refine, left, middle - 1.0)
+    right = jnp.where(refine, right, middle - 1.0)
     curvature = left - 2 * middle + right
-    refine = (k == centre) & (curvature < 0)
-
-    # The where on the denominator keeps the unused branch finite, so its
-    # gradient is not NaN on flat stretches.
+    refine = refine & (curvature < 0)
     safe_curvature = jnp.where(refine, curvature, -1.0)
     delta = jnp.where(refine, 0.5 * (left - right) / safe_curvature, 0.0)
     peak_values = jnp.where(refine, middle - 0.25 * (left - right) * delta, at(k))
@@ -124,7 +128,9 @@ class MaxLoss(ClassificationLoss):
         """Return `sample_ts`, the grid of [`sample_times`][]."""
         return {"sample_ts": self.sample_times()}
 
-    def peak(self, recording: Recording) -> tuple[Float[Array, "batch n_out"], Float[Array, "batch n_out"]]:
+    def peak(
+        self, recording: Recording
+    ) -> tuple[Float[Array, "batch n_out"], Float[Array, "batch n_out"]]:
         """Return the time in ms and the height of each output's maximum, shape `[batch, n_out]`.
 
         **Raises:** `ValueError` when the recording was not sampled on this loss's

@@ -16,7 +16,14 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from ..recording import Recording
-from .base import ClassificationLoss, Loss, check_batch, masked_mean, spike_metrics, validate_positive
+from .base import (
+    ClassificationLoss,
+    Loss,
+    check_batch,
+    masked_mean,
+    spike_metrics,
+    validate_positive,
+)
 
 
 def _validate_missing_spike_time(value, t_end: float) -> float:
