@@ -161,7 +161,12 @@ class RecurrentNetwork(eqx.Module):
         exp_lambda: float = 0.0,
         stop_after_first_spike: bool = False,
     ) -> Recording:
-        """Simulate one sample with one event loop for the whole population."""
+        """Simulate one sample with one event loop for the whole population.
+
+        NOTE: `stop_after_first_spike` is accepted for a uniform interface but
+        ignored: the loop would have to watch only the output neurons, so a
+        recurrent population always runs to `t_end`.
+        """
         _check_input(input_spikes, self.n_inputs)
         sorted_times, sources = _flatten_spike_train(input_spikes)
         result = run_population(
@@ -175,10 +180,6 @@ class RecurrentNetwork(eqx.Module):
             exp_lambda=exp_lambda,
         )
         out = slice(self.model.n_neurons - self.n_outputs, None)
-        if stop_after_first_spike:
-            # NOTE: a recurrent population runs to t_end; stopping early would need
-            # the event loop to watch only the output neurons.
-            pass
         return Recording(
             spike_times=(result.spike_times,),
             spike_counts=(result.spike_counts,),

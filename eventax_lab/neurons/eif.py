@@ -30,9 +30,18 @@ class EIF(NeuronModel):
     voltage $V_\mathrm{peak}$, then $V \leftarrow V_\mathrm{reset}$. A spike of
     source $j$ adds $w_{ij}$ to $I_i$. A trial starts at $V = E_L$, $I = 0$.
 
-    The default peak $V_T + 5 \Delta_T$ = -40 mV lies where the run-away takes
-    well under a millisecond, so a higher peak would shift spike times only
-    slightly while making the ODE stiffer near the spike.
+    At the default peak $V_T + 5 \Delta_T$ = -40 mV, V would run from the peak
+    to infinity in about $\tau_\mathrm{mem} e^{-5}$ = 0.13 ms without input, so a
+    higher peak would shift spike times only slightly while making the ODE
+    stiffer near the spike.
+
+    `spike_condition` returns $(V - V_\mathrm{peak}) / s$ in ms, where
+    $s = (E_L - V_\mathrm{peak} + \Delta_T e^{(V_\mathrm{peak} - V_T)/\Delta_T})
+    / \tau_\mathrm{mem}$ is the upstroke speed at the peak without input. Its
+    slope at a crossing is then close to 1, so the root finder's tolerance on
+    the condition (`root_atol`) acts as a tolerance on the spike time. The
+    unscaled V rises by 10 to 20 mV/ms there, which float32 cannot resolve to
+    the default `root_atol` of 1e-5.
 
     **Arguments:**
 
@@ -102,6 +111,12 @@ class EIF(NeuronModel):
             f"below v_peak={self.v_peak}, or a neuron would spike again at once",
         )
         check_setting(
+            "v_peak", self.v_peak, self._upstroke_speed() > 0,
+            "far enough above v_threshold that dV/dt > 0 there without input, "
+            "(e_leak - v_peak + delta_t exp((v_peak - v_threshold) / delta_t)) > 0, "
+            "so that a neuron reaching v_peak is running away",
+        )
+        check_setting(
             "e_leak", self.e_leak, self.e_leak < self.v_peak,
             f"below v_peak={self.v_peak}, or a neuron would spike at the start of a trial",
         )
@@ -123,8 +138,13 @@ class EIF(NeuronModel):
         di = -i / self.tau_syn
         return jnp.stack([dv, di], axis=-1)
 
+    def _upstroke_speed(self) -> Float[Array, " n_neurons"]:
+        """Return dV/dt at V = v_peak without input, in mV/ms."""
+        spike_current = self.delta_t * jnp.exp((self.v_peak - self.v_threshold) / self.delta_t)
+        return (self.e_leak - self.v_peak + spike_current) / self.tau_mem
+
     def spike_condition(self, t, y: Float[Array, "n 2"]) -> Float[Array, " n"]:
-        return y[:, 0] - self.v_peak
+        return (y[:, 0] - self.v_peak) / self._upstroke_speed()
 
     def input_spike(
         self,

@@ -31,6 +31,14 @@ class Izhikevich(NeuronModel):
     spike of source $j$ adds $w_{ij}$ to $I_i$. A trial starts at
     $v = v_\mathrm{init}$, $u = b\,v_\mathrm{init}$, $I = 0$.
 
+    `spike_condition` returns $(v - v_\mathrm{peak}) / s$ in ms, where
+    $s = 0.04 v_\mathrm{peak}^2 + 5 v_\mathrm{peak} + 140$ (326 mV/ms at 30 mV) is
+    the upstroke speed at the peak without recovery or input currents. Its slope
+    at a crossing is then close to 1, so the root finder's tolerance on the
+    condition (`root_atol`) acts as a tolerance on the spike time. The unscaled
+    v rises by about 300 mV/ms there, which float32 cannot resolve to the
+    default `root_atol` of 1e-5.
+
     `preset` selects $(a, b, c, d)$ of a cell class from Izhikevich (2003):
     `"regular_spiking"` (0.02, 0.2, -65, 8), `"chattering"` (0.02, 0.2, -50, 2)
     or `"fast_spiking"` (0.1, 0.2, -65, 2). Any of `a`, `b`, `c`, `d` passed
@@ -101,6 +109,10 @@ class Izhikevich(NeuronModel):
             value = getattr(self, name)
             check_setting(name, value, value > 0, "> 0")
         check_setting(
+            "v_peak", self.v_peak, (self.v_peak > -62.5) & (self._upstroke_speed() > 0),
+            "above -42.3 mV, the upper root of 0.04 v^2 + 5 v + 140, so that v runs away there",
+        )
+        check_setting(
             "c", self.c, self.c < self.v_peak,
             f"below v_peak={self.v_peak}, or a neuron would spike again at once",
         )
@@ -125,8 +137,12 @@ class Izhikevich(NeuronModel):
         di = -i / self.tau_syn
         return jnp.stack([dv, du, di], axis=-1)
 
+    def _upstroke_speed(self) -> Float[Array, " n_neurons"]:
+        """Return 0.04 v_peak^2 + 5 v_peak + 140, the rise of v at v_peak in mV/ms with u = I = 0."""
+        return 0.04 * self.v_peak**2 + 5.0 * self.v_peak + 140.0
+
     def spike_condition(self, t, y: Float[Array, "n 3"]) -> Float[Array, " n"]:
-        return y[:, 0] - self.v_peak
+        return (y[:, 0] - self.v_peak) / self._upstroke_speed()
 
     def input_spike(
         self,
