@@ -25,7 +25,7 @@ CONFIG = SimulationConfig(
     t_end=T_END, rtol=1e-10, atol=1e-10, root_rtol=1e-12, root_atol=1e-12, max_steps=4096
 )
 LOSSES = {
-    "temporal": TemporalLoss(T_END),
+    "temporal": TemporalLoss(T_END, t0=3.0, alpha=0.005),  # with the late-spike penalty
     "max": MaxLoss(T_END, resolution=2.0),
     "integral": IntegralLoss(T_END),
     "exp_integral": ExpIntegralLoss(T_END),

@@ -74,7 +74,7 @@ def test_temporal_loss_gradient_by_hand(make_recording):
 
 def test_temporal_all_silent_is_finite(make_recording):
     recording = make_recording(np.full((2, 3), np.inf))
-    loss, metrics = TemporalLoss(T_END)(recording, jnp.asarray([0, 2]), jnp.asarray([True, True]))
+    loss, metrics = TemporalLoss(T_END, t0=T0, alpha=ALPHA, tau1=TAU1)(recording, jnp.asarray([0, 2]), jnp.asarray([True, True]))
     # Every output sits at t_end: uniform softmax, penalty alpha (e^4 - 1).
     assert float(loss) == pytest.approx(np.log(3) + ALPHA * np.expm1(T_END / TAU1), rel=1e-12)
     assert float(metrics["silent_output_fraction"]) == 1.0
@@ -83,7 +83,7 @@ def test_temporal_all_silent_is_finite(make_recording):
 
 def test_empty_mask_gives_zeros(make_recording):
     recording = make_recording(FIRST_SPIKES, hidden_counts=HIDDEN_COUNTS)
-    loss, metrics = TemporalLoss(T_END)(recording, jnp.asarray(LABELS), jnp.zeros(3, bool))
+    loss, metrics = TemporalLoss(T_END, t0=T0, alpha=ALPHA, tau1=TAU1)(recording, jnp.asarray(LABELS), jnp.zeros(3, bool))
     assert float(loss) == 0.0
     assert {name: float(value) for name, value in metrics.items()} == {
         "accuracy": 0.0,
@@ -95,13 +95,13 @@ def test_empty_mask_gives_zeros(make_recording):
 def test_label_out_of_range_raises(make_recording):
     recording = make_recording(FIRST_SPIKES)
     with pytest.raises(eqx.EquinoxRuntimeError, match=r"outside \[0, 3\)"):
-        TemporalLoss(T_END)(recording, jnp.asarray([0, 3, 1]), jnp.asarray(MASK))
+        TemporalLoss(T_END, t0=T0, alpha=ALPHA, tau1=TAU1)(recording, jnp.asarray([0, 3, 1]), jnp.asarray(MASK))
 
 
 def test_classification_rejects_float_targets(make_recording):
     recording = make_recording(FIRST_SPIKES)
     with pytest.raises(ValueError, match="integer class labels"):
-        TemporalLoss(T_END)(recording, jnp.asarray([0.0, 1.0, 2.0]), jnp.asarray(MASK))
+        TemporalLoss(T_END, t0=T0, alpha=ALPHA, tau1=TAU1)(recording, jnp.asarray([0.0, 1.0, 2.0]), jnp.asarray(MASK))
 
 
 def test_regression_matches_hand_value(make_recording):
