@@ -13,6 +13,7 @@ from .base import (
 )
 from .init import normal_weights
 from .alif import ALIF
+from .contract import ContractError, ContractReport, check_neuron_model
 from .egru import EGRU
 from .eif import EIF
 from .izhikevich import Izhikevich
@@ -31,6 +32,8 @@ MODELS: dict[str, type[NeuronModel]] = {
 
 __all__ = [
     "ALIF",
+    "ContractError",
+    "ContractReport",
     "EGRU",
     "EIF",
     "Izhikevich",
@@ -40,6 +43,7 @@ __all__ = [
     "NonSpiking",
     "QIF",
     "as_per_neuron",
+    "check_neuron_model",
     "check_setting",
     "connection_fields",
     "normal_weights",

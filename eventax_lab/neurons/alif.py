@@ -72,12 +72,14 @@ class ALIF(NeuronModel):
             raise ValueError(
                 f"n_neurons={n_neurons} and n_sources={n_sources} must both be >= 1."
             )
+
         if reset_mode not in ("subtract", "value"):
             raise ValueError(f"reset_mode={reset_mode!r}; use 'subtract' or 'value'.")
         self.weight = normal_weights(
             key, n_neurons, n_sources, weight_mean, weight_std, fan_in_scaling
         )
         self.bias = as_per_neuron(bias_init, n_neurons, "bias_init")
+
         self.tau_mem = as_per_neuron(tau_mem, n_neurons, "tau_mem")
         self.tau_syn = as_per_neuron(tau_syn, n_neurons, "tau_syn")
         self.tau_adapt = as_per_neuron(tau_adapt, n_neurons, "tau_adapt")
@@ -87,6 +89,7 @@ class ALIF(NeuronModel):
         )
         self.v_reset = as_per_neuron(v_reset, n_neurons, "v_reset")
         self.reset_mode = reset_mode
+
         for name in ("tau_mem", "tau_syn", "tau_adapt", "threshold"):
             value = getattr(self, name)
             check_setting(name, value, value > 0, "> 0")
@@ -142,5 +145,5 @@ class ALIF(NeuronModel):
         )
 
     def observe(self, y: Float[Array, "n 3"]) -> Float[Array, "n 3"]:
-        """Return the state `[V, I, A]`; the neuron's threshold is `threshold + A`."""
+        """Return the state `[V, I, A]`, with the neuron's threshold at `threshold + A`."""
         return y

@@ -14,7 +14,7 @@ _C, _A_U, _A_R, _A_Z = 0, 1, 2, 3
 
 
 class EGRU(NeuronModel):
-    r"""Event-based gated recurrent units: a GRU cell that emits a spike when its state crosses a threshold.
+    r"""Event-based gated recurrent units: GRU cells that spike when their state crosses threshold.
 
     State channels `[c, a_u, a_r, a_z]`: the cell state $c$ and the
     pre-activations of the update gate, the reset gate and the candidate state.
@@ -31,10 +31,11 @@ class EGRU(NeuronModel):
       a_z \mathrel{+}= W^z_{ij}\,\sigma(a_r),$$
 
     where $\sigma(a_r)$ is the receiving neuron's reset gate just before the
-    event, so it gates the candidate input as the reset gate of a discrete GRU
-    does. Spikes from several sources at the same time all see that same
-    $\sigma(a_r)$. Neuron $i$ spikes when $c_i$ crosses $\vartheta$ from below,
-    then $c \leftarrow c - \vartheta$.
+    event. It gates the input to the candidate state, much as the reset gate of
+    a discrete GRU gates the recurrent input to its candidate. Spikes from
+    several sources at the same time all see that same $\sigma(a_r)$. Neuron $i$
+    spikes when $c_i$ crosses $\vartheta$ from below, then
+    $c \leftarrow c - \vartheta$.
 
     Since $c$ relaxes towards $\tanh(a_z) \in (-1, 1)$, a neuron starting at
     $c = 0$ can only spike if $0 < \vartheta < 1$. A trial starts with $c = 0$ and
@@ -85,6 +86,7 @@ class EGRU(NeuronModel):
             raise ValueError(
                 f"n_neurons={n_neurons} and n_sources={n_sources} must both be >= 1."
             )
+
         key_u, key_r, key_z = jax.random.split(key, 3)
         self.weight_u = normal_weights(
             key_u, n_neurons, n_sources, gate_weight_mean, gate_weight_std, fan_in_scaling
@@ -98,9 +100,11 @@ class EGRU(NeuronModel):
         self.bias_u = as_per_neuron(gate_bias_init, n_neurons, "gate_bias_init")
         self.bias_r = as_per_neuron(gate_bias_init, n_neurons, "gate_bias_init")
         self.bias_z = as_per_neuron(bias_init, n_neurons, "bias_init")
+
         self.tau_mem = as_per_neuron(tau_mem, n_neurons, "tau_mem")
         self.tau_syn = as_per_neuron(tau_syn, n_neurons, "tau_syn")
         self.threshold = as_per_neuron(threshold, n_neurons, "threshold")
+
         for name in ("tau_mem", "tau_syn"):
             value = getattr(self, name)
             check_setting(name, value, value > 0, "> 0")
@@ -153,5 +157,5 @@ class EGRU(NeuronModel):
         return y.at[:, _C].set(jnp.where(spike_mask, c - self.threshold, c))
 
     def observe(self, y: Float[Array, "n 4"]) -> Float[Array, "n 4"]:
-        """Return the state `[c, a_u, a_r, a_z]`; the cell state c plays the voltage's part."""
+        """Return the state `[c, a_u, a_r, a_z]`, with the cell state c first in place of a voltage."""
         return y

@@ -91,6 +91,7 @@ class Izhikevich(NeuronModel):
             raise ValueError(
                 f"n_neurons={n_neurons} and n_sources={n_sources} must both be >= 1."
             )
+
         if preset not in PRESETS:
             raise ValueError(f"preset={preset!r} is unknown; choose one of {sorted(PRESETS)}.")
         preset_a, preset_b, preset_c, preset_d = PRESETS[preset]
@@ -98,6 +99,7 @@ class Izhikevich(NeuronModel):
             key, n_neurons, n_sources, weight_mean, weight_std, fan_in_scaling
         )
         self.bias = as_per_neuron(bias_init, n_neurons, "bias_init")
+
         self.a = as_per_neuron(preset_a if a is None else a, n_neurons, "a")
         self.b = as_per_neuron(preset_b if b is None else b, n_neurons, "b")
         self.c = as_per_neuron(preset_c if c is None else c, n_neurons, "c")
@@ -105,6 +107,7 @@ class Izhikevich(NeuronModel):
         self.tau_syn = as_per_neuron(tau_syn, n_neurons, "tau_syn")
         self.v_peak = as_per_neuron(v_peak, n_neurons, "v_peak")
         self.v_init = as_per_neuron(v_init, n_neurons, "v_init")
+
         for name in ("a", "tau_syn"):
             value = getattr(self, name)
             check_setting(name, value, value > 0, "> 0")
@@ -138,7 +141,7 @@ class Izhikevich(NeuronModel):
         return jnp.stack([dv, du, di], axis=-1)
 
     def _upstroke_speed(self) -> Float[Array, " n_neurons"]:
-        """Return 0.04 v_peak^2 + 5 v_peak + 140, the rise of v at v_peak in mV/ms with u = I = 0."""
+        """Return 0.04 v_peak^2 + 5 v_peak + 140, the dv/dt at v_peak in mV/ms when u = I = 0."""
         return 0.04 * self.v_peak**2 + 5.0 * self.v_peak + 140.0
 
     def spike_condition(self, t, y: Float[Array, "n 3"]) -> Float[Array, " n"]:

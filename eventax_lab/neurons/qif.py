@@ -21,7 +21,7 @@ def phase_to_voltage(phi: Array) -> Array:
 
 
 def voltage_to_phase(v: Array) -> Array:
-    r"""Map a voltage to its phase $\varphi = 1/2 + \arctan(V) / \pi$; $V = -\infty$ gives 0."""
+    r"""Map a voltage to its phase $\varphi = 1/2 + \arctan(V) / \pi$; $V = -\infty$ maps to 0."""
     return 0.5 + jnp.arctan(v) / jnp.pi
 
 
@@ -55,8 +55,9 @@ class QIF(NeuronModel):
     For $I_0 < 0$ the neuron rests at $V = -\sqrt{-I_0}$ and spikes only when its
     input carries $V$ past the unstable fixed point $+\sqrt{-I_0}$. The time spent
     near that point grows without bound as the input approaches the threshold
-    input, so a spike appears or disappears only at the end of the trial when a
-    parameter changes. This makes first-spike times continuous in the parameters.
+    input. As a parameter changes, a spike therefore appears or disappears only by
+    moving through the end of the trial, never in its middle, so a first-spike
+    time clipped at the end of the trial is continuous in the parameters.
 
     **Arguments:**
 
@@ -96,23 +97,27 @@ class QIF(NeuronModel):
             raise ValueError(
                 f"n_neurons={n_neurons} and n_sources={n_sources} must both be >= 1."
             )
+
         self.weight = normal_weights(
             key, n_neurons, n_sources, weight_mean, weight_std, fan_in_scaling
         )
         self.bias = as_per_neuron(bias_init, n_neurons, "bias_init")
+
         self.tau_mem = as_per_neuron(tau_mem, n_neurons, "tau_mem")
         self.tau_syn = as_per_neuron(tau_syn, n_neurons, "tau_syn")
+
         for name in ("tau_mem", "tau_syn"):
             value = getattr(self, name)
             check_setting(name, value, value > 0, "> 0")
+        check_setting("bias_init", self.bias, jnp.isfinite(self.bias), "finite")
+
         v_init = as_per_neuron(v_init, n_neurons, "v_init")
-        # +inf is the spike itself and NaN has no phase; -inf is phase 0, the reset value.
+        # -inf is allowed because it is phase 0, the reset value. +inf is the spike itself.
         check_setting(
             "v_init", v_init, ~jnp.isnan(v_init) & (v_init < np.inf),
             "a finite voltage or -inf (phase 0)",
         )
         self.phase_init = voltage_to_phase(v_init)
-        check_setting("bias_init", self.bias, jnp.isfinite(self.bias), "finite")
 
     @property
     def n_sources(self) -> int:
