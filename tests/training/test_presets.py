@@ -1,7 +1,7 @@
-"""Every experiment preset trains for a few batches (slow: each preset compiles its own step).
+"""Every experiment preset trains for a few batches, in CI too.
 
-Run them with `pytest -m slow tests/training/test_presets.py`. Each preset takes one
-to three minutes on a 2-core CPU, almost all of it compilation.
+Each preset takes one to three minutes on a 2-core CPU, almost all of it the
+compilation of its own training step.
 """
 
 import json
@@ -22,7 +22,6 @@ MNIST_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"
 PRESETS = sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml") if path.stem != "smoke")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_trains_a_few_batches(preset, tmp_path, run_cli):
     overrides = [f"experiment=[{preset},smoke]", f"hydra.run.dir={tmp_path}"]
