@@ -71,6 +71,22 @@ def _check_loss_fits_task(cfg: DictConfig, loss: object, regression: bool) -> No
         )
 
 
+def _check_readout_is_bounded(cfg: DictConfig, loss: object, network: object) -> None:
+    channel = getattr(loss, "channel", None)
+    layers = getattr(network, "layers", ())
+    if channel is None or not layers:
+        return
+    output = layers[-1]
+    if channel in output.unbounded_observables:
+        raise ConfigError(
+            f"loss={type(loss).__name__} reads observable loss.channel={channel} of the "
+            f"{type(output).__name__} output layer (model.neuron={cfg.model.get('neuron')}), "
+            "which diverges at each spike, so its maximum and integrals are undefined. "
+            "Use loss=temporal, a bounded channel (for QIF loss.channel=2, the phase), or "
+            "another model."
+        )
+
+
 def optimizer_key(cfg: DictConfig, steps_per_epoch: int, epochs: int) -> str:
     """Return a string that identifies the optimizer a config builds, for the compilation cache."""
     settings = OmegaConf.to_container(cfg.optimizer, resolve=True)
@@ -104,6 +120,7 @@ def build_experiment(cfg: DictConfig, settings: RunSettings) -> Experiment:
 
     loss = instantiate_group(cfg, "loss", t_end=train.t_max)
     _check_loss_fits_task(cfg, loss, regression)
+    _check_readout_is_bounded(cfg, loss, network)
     config = instantiate_group(cfg, "solver", t_end=train.t_max)
 
     steps_per_epoch = count_steps_per_epoch(len(train), trainer)

@@ -69,7 +69,7 @@ class FeedForwardNetwork(eqx.Module):
         config: SimulationConfig,
         *,
         sample_ts: Float[Array, " p"] | None = None,
-        integrals: bool = False,
+        integrals: bool | tuple[int, ...] = False,
         exp_lambda: float = 0.0,
         stop_after_first_spike: bool = False,
     ) -> Recording:
@@ -157,7 +157,7 @@ class RecurrentNetwork(eqx.Module):
         config: SimulationConfig,
         *,
         sample_ts: Float[Array, " p"] | None = None,
-        integrals: bool = False,
+        integrals: bool | tuple[int, ...] = False,
         exp_lambda: float = 0.0,
         stop_after_first_spike: bool = False,
     ) -> Recording:

@@ -54,7 +54,7 @@ def run_population(
     *,
     recurrent: bool = False,
     sample_ts: Float[Array, " p"] | None = None,
-    integrals: bool = False,
+    integrals: bool | tuple[int, ...] = False,
     exp_lambda: float = 0.0,
     stop_after_first_spike: bool = False,
 ) -> PopulationResult:
@@ -82,7 +82,9 @@ def run_population(
     - `sample_ts`: times, sorted ascending, at which to record `model.observe`
       (after any jumps at that time).
     - `integrals`: integrate `observe(y)` and `exp(-exp_lambda t) observe(y)` over
-      the window alongside the state.
+      the window alongside the state: `True` for every observable, or a tuple of
+      observable indices (the others stay 0). Selecting channels keeps an
+      unbounded observable, such as a QIF voltage, out of the integration.
     - `stop_after_first_spike`: end once every neuron has spiked once.
 
     **Returns:** a [`PopulationResult`][].
@@ -96,6 +98,15 @@ def run_population(
     y0_state = model.init_state(n).astype(dtype)
     n_observables = model.observe(y0_state).shape[-1]
     zero_acc = jnp.zeros((n, n_observables), dtype) if integrals else None
+    if integrals is True or not integrals:
+        integral_channels = None
+    else:
+        integral_channels = tuple(int(c) for c in integrals)
+        if any(not 0 <= c < n_observables for c in integral_channels):
+            raise ValueError(
+                f"integrals={integrals} names observables outside [0, {n_observables}); "
+                "pass indices of model.observe's channels."
+            )
 
     def vector_field(t, y, args):
         state, _, _ = y
@@ -103,6 +114,9 @@ def run_population(
         if not integrals:
             return d_state, None, None
         observed = model.observe(state)
+        if integral_channels is not None:
+            selected = observed[:, list(integral_channels)]
+            observed = jnp.zeros_like(observed).at[:, list(integral_channels)].set(selected)
         return d_state, observed, jnp.exp(-exp_lambda * t) * observed
 
     # Negated so that both lanes with a crossing and, under vmap, lanes without one

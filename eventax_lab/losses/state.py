@@ -178,8 +178,8 @@ class IntegralLoss(ClassificationLoss):
         self.channel = validate_channel(channel)
 
     def simulation_options(self) -> dict:
-        """Return `integrals=True`."""
-        return {"integrals": True}
+        """Return `integrals` restricted to this loss's channel."""
+        return {"integrals": (self.channel,)}
 
     def scores(self, recording: Recording) -> Float[Array, "batch n_out"]:
         """Return the integral of the chosen observable of each output, in (unit x ms)."""
@@ -214,8 +214,8 @@ class ExpIntegralLoss(ClassificationLoss):
         self.channel = validate_channel(channel)
 
     def simulation_options(self) -> dict:
-        """Return `integrals=True` and this loss's `exp_lambda`."""
-        return {"integrals": True, "exp_lambda": self.exp_lambda}
+        """Return `integrals` restricted to this loss's channel, and its `exp_lambda`."""
+        return {"integrals": (self.channel,), "exp_lambda": self.exp_lambda}
 
     def scores(self, recording: Recording) -> Float[Array, "batch n_out"]:
         """Return the exponentially weighted integral of the chosen observable of each output."""

@@ -2,7 +2,7 @@
 
 import abc
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -47,6 +47,10 @@ class NeuronModel(eqx.Module):
     `input_spike`, and after a neuron's own spike `reset_spiked`, which must leave
     the spiked neurons strictly below threshold.
     """
+
+    # Indices of `observe` channels that diverge (a QIF voltage at each spike), which
+    # voltage readouts must not integrate or maximise.
+    unbounded_observables: ClassVar[tuple[int, ...]] = ()
 
     @property
     @abc.abstractmethod
@@ -193,6 +197,10 @@ class NonSpiking(NeuronModel):
     """
 
     model: NeuronModel
+
+    @property
+    def unbounded_observables(self) -> tuple[int, ...]:
+        return self.model.unbounded_observables
 
     @property
     def n_sources(self) -> int:

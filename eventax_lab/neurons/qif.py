@@ -17,7 +17,12 @@ def phase_to_voltage(phi: Array) -> Array:
     $\varphi = 0$ gives exactly $V = -\infty$. The tangent form would round
     $\pi(0 - 1/2)$ to just beyond $-\pi/2$ in float32 and return a large positive V.
     """
-    return -jnp.cos(jnp.pi * phi) / jnp.sin(jnp.pi * phi)
+    sin = jnp.sin(jnp.pi * phi)
+    at_reset = sin == 0
+    # The inner `where` keeps the derivative finite (zero) at the reset phase, so a
+    # zero cotangent for V there does not become 0 * inf = NaN in a backward pass.
+    safe_sin = jnp.where(at_reset, 1.0, sin)
+    return jnp.where(at_reset, -jnp.inf, -jnp.cos(jnp.pi * phi) / safe_sin)
 
 
 def voltage_to_phase(v: Array) -> Array:
@@ -72,6 +77,8 @@ class QIF(NeuronModel):
       -1 makes a neuron excitable, resting at $V = -1$ with its spike threshold
       at $V = +1$.
     """
+
+    unbounded_observables = (0,)  # V diverges at each spike and is -inf after a reset
 
     weight: Float[Array, "n_neurons n_sources"] = parameter(connection=True)
     bias: Float[Array, " n_neurons"] = parameter()

@@ -87,6 +87,7 @@ def recording():
     options = {
         **MaxLoss(T_END, resolution=RESOLUTION).simulation_options(),
         **ExpIntegralLoss(T_END, exp_lambda=EXP_LAMBDA).simulation_options(),
+        "integrals": True,  # every channel, so one recording serves channel 0 and 1
     }
     spikes = jnp.asarray(INPUT_TIMES)[None, :, None]
     return simulate_batch(network, spikes, CONFIG, **options)
@@ -112,6 +113,14 @@ def test_exp_integral_matches_closed_form(recording, neuron):
     scores = ExpIntegralLoss(T_END, exp_lambda=EXP_LAMBDA).scores(recording)
     expected = exact_integral(WEIGHTS[neuron], EXP_LAMBDA)
     assert abs(float(scores[0, neuron]) - expected) < 1e-6
+
+
+def test_integral_options_select_the_loss_channel():
+    assert IntegralLoss(T_END, channel=1).simulation_options() == {"integrals": (1,)}
+    assert ExpIntegralLoss(T_END, exp_lambda=0.1).simulation_options() == {
+        "integrals": (0,),
+        "exp_lambda": 0.1,
+    }
 
 
 def test_integral_of_current_channel(recording):

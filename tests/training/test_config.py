@@ -181,6 +181,8 @@ def test_invalid_trainer_or_logger_names_key(overrides, key, compose_config):
         (["data.t_max=-1.0"], "data.t_max"),
         (["loss.t0=-3.0"], "loss.t0"),
         (["loss=regression"], "loss._target_=eventax_lab.losses.RegressionLoss"),
+        (["model=qif", "loss=max"], "loss.channel=0"),
+        (["model=qif", "loss=exp_integral"], "loss.channel=0"),
     ],
 )
 def test_invalid_built_group_names_key(overrides, key, compose_config):
