@@ -14,7 +14,7 @@ from .neurons.base import NeuronModel
 
 
 class PopulationResult(NamedTuple):
-    """What one population's event loop returns; shapes for `n` neurons."""
+    """Result of one population's event loop; shapes for `n` neurons."""
 
     spike_times: Float[Array, "n max_spikes"]  # inf-padded, ascending
     spike_counts: Int[Array, " n"]
@@ -35,7 +35,6 @@ class _Carry(NamedTuple):
     spike_overflow: Bool[Array, ""]
     out_of_steps: Bool[Array, ""]
     solver_failed: Bool[Array, ""]
-    n_iterations: Int[Array, ""]
 
 
 def _next_time(times: Float[Array, " m"], index: Int[Array, ""]) -> Float[Array, ""]:
@@ -221,7 +220,6 @@ def run_population(
             spike_overflow=carry.spike_overflow | overflow,
             out_of_steps=carry.out_of_steps | (out_of_steps & ~spike_now),
             solver_failed=carry.solver_failed | (failed & ~spike_now),
-            n_iterations=carry.n_iterations + 1,
         )
 
     spikes_possible = n * capacity if recurrent else capacity
@@ -238,7 +236,6 @@ def run_population(
         spike_overflow=jnp.asarray(False),
         out_of_steps=jnp.asarray(False),
         solver_failed=jnp.asarray(False),
-        n_iterations=jnp.asarray(0),
     )
     final = eqxi.while_loop(
         lambda c: ~c.done & ~c.spike_overflow,
