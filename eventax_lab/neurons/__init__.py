@@ -9,6 +9,7 @@ from .base import (
     parameter,
     setting,
     split_neurons,
+    summed_weights,
     trainable_filter,
 )
 from .init import normal_weights
@@ -50,5 +51,6 @@ __all__ = [
     "parameter",
     "setting",
     "split_neurons",
+    "summed_weights",
     "trainable_filter",
 ]

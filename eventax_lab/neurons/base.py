@@ -164,6 +164,13 @@ def split_neurons(model: NeuronModel) -> tuple[NeuronModel, PyTree]:
     return expanded, in_axes
 
 
+def summed_weights(
+    weight: Float[Array, "n n_sources"], from_idx: Int[Array, " m"], valid_mask: Bool[Array, " m"]
+) -> Float[Array, " n"]:
+    """Sum, per receiving neuron, the weights of the sources `from_idx[valid_mask]`."""
+    return jnp.sum(jnp.where(valid_mask, weight[:, from_idx], 0.0), axis=1)
+
+
 def check_setting(name: str, value, condition, requirement: str) -> None:
     """Raise a ValueError naming `name` unless `condition` holds for every element.
 

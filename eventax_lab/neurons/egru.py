@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from .base import NeuronModel, as_per_neuron, check_setting, parameter, setting
+from .base import NeuronModel, as_per_neuron, check_setting, parameter, setting, summed_weights
 from .init import normal_weights
 
 # Column of each state channel in the `[n, 4]` state.
@@ -142,7 +142,7 @@ class EGRU(NeuronModel):
     ) -> Float[Array, "n 4"]:
         # Per receiving neuron, the summed weights of every source that fired now.
         def summed(weight):
-            return jnp.sum(jnp.where(valid_mask, weight[:, from_idx], 0.0), axis=1)
+            return summed_weights(weight, from_idx, valid_mask)
 
         # The reset gate before this event scales the candidate jump.
         reset_gate = jax.nn.sigmoid(y[:, _A_R])

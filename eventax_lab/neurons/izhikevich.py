@@ -5,7 +5,7 @@ from typing import Any
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from .base import NeuronModel, as_per_neuron, check_setting, parameter, setting
+from .base import NeuronModel, as_per_neuron, check_setting, parameter, setting, summed_weights
 from .init import normal_weights
 
 # (a, b, c, d) of three cortical cell classes from E. M. Izhikevich, "Simple model
@@ -153,8 +153,7 @@ class Izhikevich(NeuronModel):
         from_idx: Int[Array, " m"],
         valid_mask: Bool[Array, " m"],
     ) -> Float[Array, "n 3"]:
-        # Sum of the weights of every source that fired now, per receiving neuron.
-        current_jump = jnp.sum(jnp.where(valid_mask, self.weight[:, from_idx], 0.0), axis=1)
+        current_jump = summed_weights(self.weight, from_idx, valid_mask)
         return y.at[:, 2].add(current_jump)
 
     def reset_spiked(
