@@ -1,4 +1,4 @@
-"""What a network simulation returns, with static shapes so it jits and vmaps."""
+"""The record of a network simulation, with static shapes so it jits and vmaps."""
 
 import equinox as eqx
 from jaxtyping import Array, Float, Int

@@ -59,10 +59,11 @@ def run_population(
 ) -> PopulationResult:
     r"""Simulate one population of neurons over `[0, config.t_end]`.
 
-    The loop alternates between two kinds of iteration. Either the population has
-    a neuron at or above threshold at the current time (an input jump lifted it),
-    and those neurons spike now; or diffrax integrates `model.dynamics` from the
-    current time to the next input spike or sample time, stopping early at the first
+    The loop alternates between two kinds of iteration. In the first, the
+    population has neurons at or above threshold at the current time (an input
+    jump lifted them), and those neurons spike now. In the second, diffrax
+    integrates `model.dynamics` from the current time to the next input spike or
+    sample time, stopping early at the first
     upward zero crossing of `max_i spike_condition_i`, located on the solver's
     dense interpolant by the configured optimistix root finder. Every neuron whose
     condition lies within `config.simultaneous_tol` of the largest at that time

@@ -36,7 +36,7 @@ def setting(*, per_neuron: bool = True) -> Any:
 class NeuronModel(eqx.Module):
     """A population of neurons whose state follows an ODE between events.
 
-    A model holds its own trainable parameters and fixed settings as fields declared
+    A model stores its own trainable parameters and fixed settings as fields declared
     with [`parameter`][] and [`setting`][]; fields marked `per_neuron` carry the
     neuron index on their leading axis. The state of `n` neurons is an array of
     shape `[n, channels]`. The simulator relies on nothing but the methods below,
@@ -153,7 +153,7 @@ def split_neurons(model: NeuronModel) -> tuple[NeuronModel, PyTree]:
     """Reshape per-neuron fields from `[n, ...]` to `[n, 1, ...]` for a vmap over neurons.
 
     **Returns:** the reshaped model and its `in_axes`. Under `jax.vmap(..., in_axes)`
-    each lane sees a one-neuron model whose per-neuron fields have shape `[1, ...]`,
+    each lane receives a one-neuron model whose per-neuron fields have shape `[1, ...]`,
     so model code written for `[n, channels]` states runs unchanged.
     """
     flags = _field_flags(model, "per_neuron")
@@ -199,8 +199,8 @@ def as_per_neuron(value, n_neurons: int, name: str, dtype=None) -> Float[Array, 
 class NonSpiking(NeuronModel):
     """Wrap a neuron model so that it never spikes: a leaky integrator for state readouts.
 
-    The wrapped model's dynamics, input jumps and observables are kept; the spike
-    condition is a constant -1, so the event loop only stops at input spikes.
+    The wrapped model's dynamics, input jumps and observables are kept. Its spike
+    condition is a constant -1, so the event loop stops only at input spikes.
     """
 
     model: NeuronModel
