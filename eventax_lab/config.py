@@ -30,8 +30,14 @@ class SimulationConfig:
     - `step_size`: `"adaptive"` (a PID controller with `rtol`, `atol`) or
       `"constant"` (fixed steps of `dt`, as a plain Euler simulator would take).
     - `rtol`, `atol`: tolerances of the adaptive controller.
-    - `dt`: the fixed step for `step_size="constant"`, and an upper bound on the
-      first trial step otherwise.
+    - `dt`: the fixed step for `step_size="constant"`. For `"adaptive"`, the first
+      trial step of the simulation; later solves start with the longest step
+      the solve before them accepted.
+    - `max_step`: the longest step the adaptive controller may take, or `None`
+      for no bound. diffrax detects a crossing by the sign of the spike condition
+      at step ends, so an excursion above threshold that begins and ends inside
+      one step is missed. An excursion longer than `max_step` contains a step
+      end, so it is found unless the solver's error there exceeds its height.
     - `root_finder`: `"bisection"` (default) or `"newton"`, with tolerances
       `root_rtol`, `root_atol` on the spike time (and `root_atol` on the spike
       condition). Newton starts at the end of the solver step and fails when the
@@ -40,8 +46,15 @@ class SimulationConfig:
     - `max_spikes`: capacity of each neuron's spike-time buffer. A neuron that
       spikes more often raises an error naming this setting.
     - `max_steps`: solver steps allowed between two consecutive events.
-    - `max_events`: loop iterations allowed per population; `None` derives the
-      bound from the input count and `max_spikes`, so it is never the limit.
+    - `steps_per_iteration`: solver steps one iteration of the event loop may take
+      before it hands back to the loop, which then continues the same segment.
+      Small values keep vmapped loops (neurons, samples) in step, so no lane
+      waits long for another's long segment. Each iteration adds the solver's
+      start-up evaluation and, under vmap, a root find in every lane once any
+      lane has an event.
+    - `max_events`: loop iterations allowed per population, pauses included.
+      `None` derives the bound from the input count, `max_spikes`, `max_steps`
+      and `steps_per_iteration`, so `max_steps` or `max_spikes` is reached first.
     - `adjoint`: `"recursive_checkpoint"` (backpropagate through the solver steps,
       storing every step) or `"direct"`.
     - `simultaneous_tol`: two neurons whose spike conditions lie within this of
@@ -54,11 +67,13 @@ class SimulationConfig:
     rtol: float = 1e-6
     atol: float = 1e-6
     dt: float = 1.0
+    max_step: float | None = None
     root_finder: Literal["newton", "bisection"] = "bisection"
     root_rtol: float = 1e-6
     root_atol: float = 1e-5
     max_spikes: int = 8
     max_steps: int = 64
+    steps_per_iteration: int = 4
     max_events: int | None = None
     adjoint: Literal["recursive_checkpoint", "direct"] = "recursive_checkpoint"
     simultaneous_tol: float = 1e-6
@@ -78,7 +93,9 @@ class SimulationConfig:
         for name in ("rtol", "atol", "dt", "root_rtol", "root_atol"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be > 0.")
-        for name in ("max_spikes", "max_steps"):
+        if self.max_step is not None and not self.max_step > 0:
+            raise ValueError(f"max_step={self.max_step} must be > 0, or None for no bound.")
+        for name in ("max_spikes", "max_steps", "steps_per_iteration"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
         if self.max_events is not None and self.max_events < 1:
@@ -94,7 +111,7 @@ class SimulationConfig:
     def make_controller(self) -> diffrax.AbstractStepSizeController:
         if self.step_size == "constant":
             return diffrax.ConstantStepSize()
-        return diffrax.PIDController(rtol=self.rtol, atol=self.atol, dtmax=None)
+        return diffrax.PIDController(rtol=self.rtol, atol=self.atol, dtmax=self.max_step)
 
     def make_root_finder(self) -> optx.AbstractRootFinder:
         if self.root_finder == "bisection":
@@ -105,6 +122,6 @@ class SimulationConfig:
     def make_adjoint(self) -> diffrax.AbstractAdjoint:
         if self.adjoint == "direct":
             return diffrax.DirectAdjoint()
-        # Storing every step avoids recomputation in the backward pass; segments
-        # between events are short, so `max_steps` checkpoints cost little memory.
-        return diffrax.RecursiveCheckpointAdjoint(checkpoints=self.max_steps)
+        # Storing every step of one loop iteration avoids recomputation in the
+        # backward pass, and `steps_per_iteration` checkpoints cost little memory.
+        return diffrax.RecursiveCheckpointAdjoint(checkpoints=self.steps_per_iteration)

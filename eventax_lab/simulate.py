@@ -28,6 +28,8 @@ class _Carry(NamedTuple):
     y: Any  # (state, integral accumulator, exp-integral accumulator)
     next_input: Int[Array, ""]
     next_sample: Int[Array, ""]
+    segment_steps: Int[Array, ""]  # solver steps since the last event
+    dt_next: Float[Array, ""]  # first trial step of the next adaptive solve
     spike_times: Float[Array, "n s"]
     spike_counts: Int[Array, " n"]
     samples: Float[Array, "p n k"]
@@ -62,14 +64,18 @@ def run_population(
     The loop alternates between two kinds of iteration. In the first, the
     population has neurons at or above threshold at the current time (an input
     jump lifted them), and those neurons spike now. In the second, diffrax
-    integrates `model.dynamics` from the current time to the next input spike or
-    sample time, stopping early at the first
-    upward zero crossing of `max_i spike_condition_i`, located on the solver's
-    dense interpolant by the configured optimistix root finder. Every neuron whose
-    condition lies within `config.simultaneous_tol` of the largest at that time
-    spikes with it. Differentiating the loop gives gradients exact with respect to
-    the forward simulation, spike times included, since diffrax differentiates the
-    root through the implicit function theorem.
+    integrates `model.dynamics` from the current time towards the next input spike
+    or sample time, for at most `config.steps_per_iteration` solver steps, and
+    stops early at the first upward zero crossing of `max_i spike_condition_i`,
+    located on the solver's dense interpolant by the configured optimistix root
+    finder. Every neuron whose condition lies within `config.simultaneous_tol` of
+    the largest at that time spikes with it. A solve that runs out of its steps
+    ends the iteration without an event, and the next iteration continues it.
+    Bounding the steps per iteration keeps vmapped loops in step: without it,
+    every iteration would wait for the lane with the longest segment.
+    Differentiating the loop gives gradients exact with respect to the forward
+    simulation, spike times included, since diffrax differentiates the root
+    through the implicit function theorem.
 
     **Arguments:**
 
@@ -131,27 +137,49 @@ def run_population(
     event = diffrax.Event(event_condition, config.make_root_finder(), direction=False)
     term = diffrax.ODETerm(vector_field)
 
-    def solve(t0, t1, y):
+    def solve(t0, t1, y, dt_first):
         if config.step_size == "constant":
             dt0 = jnp.asarray(config.dt, dtype)
         else:
-            dt0 = jnp.clip(t1 - t0, 1e-9 * config.t_end, config.dt)
+            # Step sizes are not differentiated, as in diffrax's own controllers.
+            dt0 = jax.lax.stop_gradient(dt_first)
         sol = diffrax.diffeqsolve(
             term, solver, t0, t1, dt0, y,
-            saveat=diffrax.SaveAt(t1=True),
+            # The steps' ends give the last accepted state of a paused solve.
+            saveat=diffrax.SaveAt(
+                subs=[diffrax.SubSaveAt(t1=True), diffrax.SubSaveAt(steps=True)]
+            ),
             stepsize_controller=controller,
             event=event,
-            max_steps=config.max_steps,
+            max_steps=config.steps_per_iteration,
             adjoint=adjoint,
             throw=False,
         )
-        t_reached = sol.ts[0]
-        y_reached = jax.tree.map(lambda leaf: leaf[0], sol.ys)
-        out_of_steps = sol.result == diffrax.RESULTS.max_steps_reached
+        paused = sol.result == diffrax.RESULTS.max_steps_reached
+        # A paused solve continues from its last accepted step. Its `t1` entry may be a
+        # rejected step: under vmap, diffrax root-finds every lane once any has an event.
+        (ts_end, ts_steps), (ys_end, ys_steps) = sol.ts, sol.ys
+        accepted = sol.stats["num_accepted_steps"]
+        last = jnp.maximum(accepted - 1, 0)
+
+        def reached(end, steps, start):
+            after_pause = jnp.where(accepted > 0, steps[last], start)
+            return jnp.where(paused, after_pause, end[0])
+
+        t_reached = reached(ts_end, ts_steps, t0)
+        y_reached = jax.tree.map(reached, ys_end, ys_steps, y)
+        # The next solve starts with this one's longest accepted step (the last step
+        # of a solve is cut short at t1), or with a tenth of this solve's first
+        # step if every step was rejected.
+        step_starts = jnp.concatenate([jnp.reshape(t0, (1,)), ts_steps[:-1]])
+        is_accepted = jnp.arange(ts_steps.shape[0]) < accepted
+        longest = jnp.max(jnp.where(is_accepted, ts_steps - step_starts, 0.0))
+        dt_next = jnp.where(accepted > 0, longest, 0.1 * dt0)
         failed = (sol.result != diffrax.RESULTS.successful) & (
             sol.result != diffrax.RESULTS.event_occurred
         )
-        return t_reached, y_reached, sol.event_mask, out_of_steps, failed & ~out_of_steps
+        steps = sol.stats["num_steps"]
+        return t_reached, y_reached, sol.event_mask, paused, failed & ~paused, steps, dt_next
 
     def body(carry: _Carry) -> _Carry:
         state = carry.y[0]
@@ -165,8 +193,14 @@ def run_population(
         spike_now = jnp.any(above_now)
 
         t_solve_end = jnp.where(spike_now, carry.t, t_target)
-        t_new, y_new, event_happened, out_of_steps, failed = solve(carry.t, t_solve_end, carry.y)
+        t_new, y_new, event_happened, paused, failed, steps, dt_next = solve(
+            carry.t, t_solve_end, carry.y, carry.dt_next
+        )
         crossed = event_happened & ~spike_now
+        # The solve used up its steps before reaching t_target or a crossing.
+        paused = paused & ~spike_now
+        # A zero-length solve takes no step, so it keeps the carried trial step.
+        dt_next = jnp.where(spike_now, carry.dt_next, dt_next)
 
         condition_new = model.spike_condition(t_new, y_new[0])
         crossed_mask = crossed & (
@@ -190,8 +224,8 @@ def run_population(
             own_sources = model.n_sources - n + jnp.arange(n)
             state_new = model.input_spike(state_new, own_sources, spiked)
 
-        # Without a spike the solve reached t_target: deliver the inputs due then.
-        arrived = ~any_spike
+        # Without a spike or a pause the solve reached t_target: deliver the inputs due then.
+        arrived = ~any_spike & ~paused
         delivered = arrived & (t_target == t_input) & (input_times == t_input)
         state_new = model.input_spike(state_new, input_sources, delivered)
         next_input = carry.next_input + jnp.sum(delivered)
@@ -209,27 +243,36 @@ def run_population(
         if stop_after_first_spike:
             done = done | (jnp.all(spike_counts >= 1) & (next_sample >= n_samples))
 
+        segment_steps = jnp.where(paused, carry.segment_steps + steps, 0)
+        out_of_steps = paused & (segment_steps >= config.max_steps)
         return _Carry(
             t=t_new,
             y=(state_new, y_new[1], y_new[2]),
             next_input=next_input,
             next_sample=next_sample,
+            segment_steps=segment_steps,
+            dt_next=dt_next,
             spike_times=spike_times,
             spike_counts=spike_counts,
             samples=samples,
             done=done,
             spike_overflow=carry.spike_overflow | overflow,
-            out_of_steps=carry.out_of_steps | (out_of_steps & ~spike_now),
+            out_of_steps=carry.out_of_steps | out_of_steps,
             solver_failed=carry.solver_failed | (failed & ~spike_now),
         )
 
     spikes_possible = n * capacity if recurrent else capacity
-    max_events = config.max_events or (n_inputs + n_samples + spikes_possible + 2)
+    # Every segment between two events may pause up to ceil(max_steps / steps) times.
+    n_segments = n_inputs + n_samples + spikes_possible + 2
+    pauses_per_segment = -(-config.max_steps // config.steps_per_iteration)
+    max_events = config.max_events or n_segments * (pauses_per_segment + 1)
     init = _Carry(
         t=jnp.asarray(0.0, dtype),
         y=(y0_state, zero_acc, zero_acc),
         next_input=jnp.asarray(0),
         next_sample=jnp.asarray(0),
+        segment_steps=jnp.asarray(0),
+        dt_next=jnp.asarray(config.dt, dtype),
         spike_times=jnp.full((n, capacity), jnp.inf, dtype),
         spike_counts=jnp.zeros((n,), jnp.int32),
         samples=jnp.full((n_samples, n, n_observables), jnp.nan, dtype),
@@ -239,12 +282,14 @@ def run_population(
         solver_failed=jnp.asarray(False),
     )
     final = eqxi.while_loop(
-        lambda c: ~c.done & ~c.spike_overflow,
+        lambda c: ~c.done & ~c.spike_overflow & ~c.out_of_steps,
         body,
         init,
         max_steps=max_events,
         kind="checkpointed",
-        checkpoints=max_events,
+        # One checkpoint per event and per typical pause; a loop that runs longer
+        # recomputes some iterations in the backward pass instead of storing them.
+        checkpoints=min(max_events, 2 * n_segments + 64),
     )
 
     spike_times = eqx.error_if(
@@ -269,7 +314,7 @@ def run_population(
     )
     spike_times = eqx.error_if(
         spike_times,
-        ~final.done & ~final.spike_overflow,
+        ~final.done & ~final.spike_overflow & ~final.out_of_steps,
         "The event loop did not reach t_end within SimulationConfig.max_events "
         "iterations; increase max_events or set it to None.",
     )
