@@ -116,17 +116,51 @@ def test_crossing_inside_a_long_step_is_root_found():
     assert float(result.spike_times[0, 0]) == pytest.approx(s_cross, abs=1e-2)
 
 
-def test_brief_excursion_is_found_with_max_step():
-    # The PSP peaks 0.05% above threshold, so V stays above it for about 0.6 ms.
-    # Step ends are where diffrax checks the spike condition, so steps of at most
-    # 0.5 ms put one inside the excursion whatever the tolerances. The 60 ms window
-    # then needs 120 steps after the input, beyond the default max_steps.
+def test_brief_excursion_inside_one_step_is_found():
+    # The PSP peaks 0.05% above threshold, so V stays above it for about 0.6 ms,
+    # while loose tolerances let the solver take steps several ms long, so both
+    # ends of the step around the peak lie below threshold.
     weight = 1.0005 * THRESHOLD / psp(S_PEAK, 1.0)
     s_cross = bisect(lambda s: psp(s, weight) - THRESHOLD, 0.0, S_PEAK)
     s_leave = bisect(lambda s: THRESHOLD - psp(s, weight), S_PEAK, 3 * S_PEAK)
     assert 0.5 < s_leave - s_cross < 1.0
+    loose = SimulationConfig(t_end=60.0, rtol=1e-3, atol=1e-3, root_rtol=1e-10, root_atol=1e-10)
+    result = run_population(with_weight(lif(), weight), jnp.array([0.0]), jnp.array([0]), loose)
+    assert int(result.spike_counts[0]) == 1
+    assert float(result.spike_times[0, 0]) == pytest.approx(s_cross, abs=0.2)
+
+
+def test_brief_excursion_gradient_matches_differences():
+    # At rtol 1e-4 step ends alone still miss this excursion (check_peaks=False
+    # finds no spike), so the spike comes from the re-solve up to the peak.
+    weight = 1.0005 * THRESHOLD / psp(S_PEAK, 1.0)
+    config = SimulationConfig(t_end=60.0, rtol=1e-4, atol=1e-4, root_rtol=1e-10, root_atol=1e-10)
+
+    @jax.jit
+    def spike_time(w):
+        model = with_weight(lif(), w)
+        return run_population(model, jnp.array([0.0]), jnp.array([0]), config).spike_times[0, 0]
+
+    gradient = float(jax.grad(spike_time)(weight))
+    step = 1e-7 * weight
+    difference = float((spike_time(weight + step) - spike_time(weight - step)) / (2 * step))
+    # Exact with respect to the forward simulation, up to the difference quotient.
+    assert gradient == pytest.approx(difference, rel=1e-3)
+    # Near the peak dt/dw is large, so the analytic value is met only to the
+    # solver's accuracy: 1.6 % here.
+    s_cross = bisect(lambda s: psp(s, weight) - THRESHOLD, 0.0, S_PEAK)
+    analytic = -(THRESHOLD / weight) / psp_slope(s_cross, weight)
+    assert gradient == pytest.approx(analytic, rel=0.05)
+
+
+def test_brief_excursion_is_found_with_max_step():
+    # Without the peak check, detection relies on step ends, and steps of at most
+    # 0.5 ms put one inside the 0.6 ms excursion. The 60 ms window then needs 120
+    # steps after the input, beyond the default max_steps.
+    weight = 1.0005 * THRESHOLD / psp(S_PEAK, 1.0)
+    s_cross = bisect(lambda s: psp(s, weight) - THRESHOLD, 0.0, S_PEAK)
     bounded = SimulationConfig(
-        t_end=60.0, rtol=1e-3, atol=1e-3, max_step=0.5, max_steps=256,
+        t_end=60.0, rtol=1e-3, atol=1e-3, max_step=0.5, max_steps=256, check_peaks=False,
         root_rtol=1e-10, root_atol=1e-10,
     )
     result = run_population(with_weight(lif(), weight), jnp.array([0.0]), jnp.array([0]), bounded)
