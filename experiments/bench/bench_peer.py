@@ -139,14 +139,18 @@ def build_ours(problem, dtype):
 def ours_config(settings: dict):
     from eventax_lab.config import SimulationConfig
 
+    extra = {}
+    for name in ("steps_per_iteration", "check_peaks"):
+        if name in settings:
+            extra[name] = settings[name]
     return SimulationConfig(
         t_end=T_END,
         rtol=settings["rtol"],
         atol=settings["atol"],
-        dt=0.5,
         root_rtol=settings["root_rtol"],
         root_atol=settings["root_atol"],
         max_spikes=8,
+        **extra,
     )
 
 
@@ -271,7 +275,14 @@ def time_value_and_grad(step, args) -> dict:
 
 def worker_ours(problem, settings: dict) -> dict:
     import equinox as eqx
+    import jax
     import jax.numpy as jnp
+
+    if settings.get("compile_cache_dir"):
+        # JAX's persistent compilation cache: a later process with the same
+        # program loads the XLA executable instead of compiling it.
+        jax.config.update("jax_compilation_cache_dir", settings["compile_cache_dir"])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
     from eventax_lab.network import simulate_batch
     from eventax_lab.neurons import trainable_filter
@@ -466,10 +477,19 @@ WORKERS = {"ours": worker_ours, "peer": worker_peer, "reference": worker_referen
 # Orchestration
 
 OURS_DEFAULT = dict(rtol=1e-6, atol=1e-6, root_rtol=1e-6, root_atol=1e-5)
+# A configuration with `compile_cache` runs twice with one persistent compilation
+# cache: the first run fills the cache, and the second, timed, run reads it.
 CONFIGURATIONS = [
     ("ours", "ours float32, rtol=atol=1e-6 (defaults)", OURS_DEFAULT),
+    ("ours", "ours float32, rtol=atol=1e-6, warm compile cache", {**OURS_DEFAULT, "compile_cache": True}),
     ("ours", "ours float32, rtol=atol=1e-4", {**OURS_DEFAULT, "rtol": 1e-4, "atol": 1e-4}),
     ("ours", "ours float32, rtol=atol=1e-3", {**OURS_DEFAULT, "rtol": 1e-3, "atol": 1e-3}),
+    ("ours", "ours float32, rtol=atol=3e-3", {**OURS_DEFAULT, "rtol": 3e-3, "atol": 3e-3}),
+    ("ours", "ours float32, rtol=atol=1e-6, check_peaks=False", {**OURS_DEFAULT, "check_peaks": False}),
+    ("ours", "ours float32, rtol=atol=1e-4, check_peaks=False",
+     {**OURS_DEFAULT, "rtol": 1e-4, "atol": 1e-4, "check_peaks": False}),
+    ("ours", "ours float32, rtol=atol=1e-6, steps_per_iteration=64 (one solve per segment)",
+     {**OURS_DEFAULT, "steps_per_iteration": 64}),
     ("peer", "peer float32, Euler dt=1e-2", {"dt": 1e-2}),
     ("peer", "peer float32, Euler dt=1e-3", {"dt": 1e-3}),
     ("peer", "peer float32, Euler dt=1e-4", {"dt": 1e-4}),
@@ -562,34 +582,53 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ratios_at_equal_error(rows: list[dict]) -> list[dict]:
+    """Pair each peer row with the fastest of our rows whose error is at most the peer's."""
+    pairs = []
+    for peer in rows:
+        if peer["kind"] != "peer" or "error" in peer:
+            continue
+        peer_error = peer["spike_time_error"]["max_abs_error"]
+        candidates = [
+            row for row in rows
+            if row["kind"] == "ours" and "error" not in row
+            and not row["settings"].get("compile_cache")
+            and row["spike_time_error"]["max_abs_error"] <= peer_error
+        ]
+        fastest = min(candidates, key=lambda row: row["s_per_batch"], default=None)
+        pairs.append({
+            "peer": peer["name"],
+            "peer_error": peer_error,
+            "peer_s_per_batch": peer["s_per_batch"],
+            "ours": fastest["name"] if fastest else None,
+            "ours_error": fastest["spike_time_error"]["max_abs_error"] if fastest else None,
+            "ours_s_per_batch": fastest["s_per_batch"] if fastest else None,
+            "ratio": peer["s_per_batch"] / fastest["s_per_batch"] if fastest else None,
+        })
+    return pairs
+
+
 def summarise(rows: list[dict], reference: dict) -> dict:
-    """Find the fastest of our rows at or below the peer's default error, and check the targets."""
+    """Pair the rows at equal error and check the targets."""
     by_name = {row["name"]: row for row in rows}
-    peer = by_name[PEER_BASELINE]
     ours_default = by_name[OURS_BASELINE]
-    summary = {
+    pairs = ratios_at_equal_error(rows)
+    at_baseline = next((pair for pair in pairs if pair["peer"] == PEER_BASELINE), None)
+    ratio = at_baseline["ratio"] if at_baseline else None
+    return {
         "peer_baseline": PEER_BASELINE,
         "reference_checks_passed": (
             reference["hidden_closed_form_check_passed"] and reference["weight_check_passed"]
         ),
-    }
-    if "error" in peer:
-        summary["ratio_at_equal_error"] = None
-        return summary
-
-    peer_error = peer["spike_time_error"]["max_abs_error"]
-    candidates = [
-        row for row in rows
-        if row["kind"] == "ours" and "error" not in row
-        and row["spike_time_error"]["max_abs_error"] <= peer_error
-    ]
-    fastest = min(candidates, key=lambda row: row["s_per_batch"], default=None)
-    ratio = peer["s_per_batch"] / fastest["s_per_batch"] if fastest else None
-    summary.update(
-        fastest_ours_at_peer_error=fastest["name"] if fastest else None,
-        ratio_at_equal_error=ratio,
-        targets={
-            "at least 10x faster per batch at equal error": bool(ratio is not None and ratio >= 10),
+        "ratios_at_equal_error": pairs,
+        "ratio_at_peer_default_error": ratio,
+        "targets": {
+            "at least 10x faster per batch at the peer's default error": bool(
+                ratio is not None and ratio >= 10
+            ),
+            "at least 10x faster per batch at every peer row's error": bool(
+                pairs and all(pair["ratio"] is not None and pair["ratio"] >= 10 for pair in pairs)
+            ),
             "error at our defaults below 1e-4 of the window": bool(
                 "error" not in ours_default
                 and ours_default["spike_time_error"]["max_abs_error_per_window"] < 1e-4
@@ -598,8 +637,7 @@ def summarise(rows: list[dict], reference: dict) -> dict:
                 "error" not in ours_default and ours_default["compile_s"] < 10.0
             ),
         },
-    )
-    return summary
+    }
 
 
 def main() -> None:
@@ -622,6 +660,12 @@ def main() -> None:
         for index, (kind, name, settings) in enumerate(CONFIGURATIONS, start=1):
             logger.info("running %s", name)
             row = {"name": name, "kind": kind, "settings": settings}
+            if settings.get("compile_cache"):
+                cache_dir = work_dir / f"compile_cache_{index}"
+                settings = {**settings, "compile_cache_dir": str(cache_dir)}
+                logger.info("filling the compilation cache %s", cache_dir)
+                priming = run_worker(kind, settings, problem_path, work_dir, index)
+                row["priming_first_call_s"] = priming.get("compile_s")
             row.update(run_worker(kind, settings, problem_path, work_dir, index))
             if "error" not in row:
                 row["spike_time_error"] = spike_time_error(
