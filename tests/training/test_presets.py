@@ -1,7 +1,8 @@
-"""Every experiment preset trains for a few batches, in CI too.
+"""Every experiment preset trains for a few batches.
 
 Each preset takes one to three minutes on a 2-core CPU, almost all of it the
-compilation of its own training step.
+compilation of its own training step. CI runs the presets in `IN_CI`, one per
+data set plus the max readout, and `pytest -m slow` runs the others.
 """
 
 import json
@@ -20,9 +21,13 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # MNIST IDX files next to the checkout, where this project's machines keep them.
 MNIST_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"
 PRESETS = sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml") if path.stem != "smoke")
+IN_CI = {"mnist_lif", "regression_qif", "yinyang_max", "yinyang_qif"}
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize(
+    "preset",
+    [name if name in IN_CI else pytest.param(name, marks=pytest.mark.slow) for name in PRESETS],
+)
 def test_preset_trains_a_few_batches(preset, tmp_path, run_cli):
     overrides = [f"experiment=[{preset},smoke]", f"hydra.run.dir={tmp_path}"]
     if preset.startswith("mnist"):
