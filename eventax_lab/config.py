@@ -40,10 +40,10 @@ class SimulationConfig:
       end, so it is found unless the solver's error there exceeds its height.
     - `check_peaks`: also find crossings inside a step whose ends both lie below
       threshold. Where the spike condition rises at a step's start and falls at
-      its end, its peak is located on the dense output, and if the peak reaches
-      threshold the loop re-solves up to it, so that diffrax's event finds the
-      crossing. `False` leaves detection to the step ends, and on the benchmark
-      network of `experiments/bench` is about 1.6 times faster per batch.
+      its end, its peak is located on the dense output. If the peak reaches
+      threshold, the loop solves again up to it, so that diffrax's event finds
+      the crossing. `False` leaves detection to the step ends, and on the
+      benchmark network of `experiments/bench` is about 1.6 times faster per batch.
     - `root_finder`: `"bisection"` (default) or `"newton"`, with tolerances
       `root_rtol`, `root_atol` on the spike time (and `root_atol` on the spike
       condition). Newton starts at the end of the solver step and fails when the

@@ -137,7 +137,7 @@ def run_population(
     controller = config.make_controller()
     adjoint = config.make_adjoint()
     event = diffrax.Event(event_condition, config.make_root_finder(), direction=False)
-    # Bisection for the peak of the spike condition inside a step (see `_missed_peak`).
+    # Bisection for the peak of the spike condition inside a step (see `missed_peak`).
     peak_finder = optx.Bisection(rtol=0.0, atol=0.0, flip=True)
     term = diffrax.ODETerm(vector_field)
 
@@ -186,12 +186,12 @@ def run_population(
         steps = sol.stats["num_steps"]
         t_peak = jnp.asarray(jnp.inf, dtype)
         if config.check_peaks:
-            t_peak = _missed_peak(sol, accepted, step_starts, ts_steps, t0)
+            t_peak = missed_peak(sol, is_accepted, ts_steps, t0)
         return (
             t_reached, y_reached, sol.event_mask, paused, failed & ~paused, steps, dt_next, t_peak
         )
 
-    def _missed_peak(sol, accepted, step_starts, step_ends, t0):
+    def missed_peak(sol, is_step, step_ends, t0):
         """Return the peak time of an excursion above threshold inside one step, or inf.
 
         diffrax compares the spike condition at step ends only. A step whose ends
@@ -201,11 +201,12 @@ def run_population(
         peak, and diffrax's event then finds the crossing with its gradient.
         """
         dense, frozen = jax.lax.stop_gradient((sol.interpolation, model))
-        is_step = jnp.arange(step_ends.shape[0]) < accepted
-        starts = jax.lax.stop_gradient(jnp.where(is_step, step_starts, t0))
-        ends = jax.lax.stop_gradient(jnp.where(is_step, step_ends, t0))
+        # Step boundaries: t0, then the ends of the accepted steps (t0 past them).
+        bounds = jnp.concatenate([jnp.reshape(t0, (1,)), jnp.where(is_step, step_ends, t0)])
+        bounds = jax.lax.stop_gradient(bounds)
+        starts, ends = bounds[:-1], bounds[1:]
         # A solve without an accepted step has no dense output to read.
-        empty = accepted == 0
+        empty = ~is_step[0]
 
         def condition_at(t):
             t = jnp.where(empty, dense.ts[0], t)
@@ -215,8 +216,10 @@ def run_population(
         def slope_at(t):
             return jax.jvp(condition_at, (t,), (jnp.ones_like(t),))[1]
 
-        g_start, g_end = jax.vmap(condition_at)(starts), jax.vmap(condition_at)(ends)
-        slope_start, slope_end = jax.vmap(slope_at)(starts), jax.vmap(slope_at)(ends)
+        # Each boundary is the end of one step and the start of the next.
+        g_bounds, slope_bounds = jax.vmap(condition_at)(bounds), jax.vmap(slope_at)(bounds)
+        g_start, g_end = g_bounds[:-1], g_bounds[1:]
+        slope_start, slope_end = slope_bounds[:-1], slope_bounds[1:]
         # An estimate of each peak: the largest value of the cubic Hermite
         # interpolant of the step's end values and slopes, on 17 points. Only
         # steps whose estimate comes within a quarter of the ends' depth below
@@ -280,11 +283,9 @@ def run_population(
         redo = ~spike_now & (t_peak < t_new) & (t_peak > carry.t)
         t_new = jnp.where(redo, carry.t, t_new)
         y_new = jax.tree.map(lambda a, b: jnp.where(redo, a, b), carry.y, y_new)
-        event_happened = event_happened & ~redo
-        paused = paused & ~redo
-        crossed = event_happened & ~spike_now
+        crossed = event_happened & ~spike_now & ~redo
         # The solve used up its steps before reaching t_target or a crossing.
-        paused = paused & ~spike_now
+        paused = paused & ~spike_now & ~redo
         # A zero-length solve takes no step, so it keeps the carried trial step.
         dt_next = jnp.where(spike_now, carry.dt_next, dt_next)
 

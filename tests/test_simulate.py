@@ -104,8 +104,8 @@ def test_weighted_input_spike_time_and_gradient():
 
 
 def test_crossing_inside_a_long_step_is_root_found():
-    # Loose tolerances let the solver take steps several ms long; the spike time
-    # comes from the root find on the step's interpolant, not from the step end.
+    # Loose tolerances let the solver take steps several ms long, so the spike time
+    # must come from the root find on the step's interpolant, not from the step end.
     weight = 1.5 * THRESHOLD / psp(S_PEAK, 1.0)
     loose = SimulationConfig(t_end=60.0, rtol=1e-3, atol=1e-3, root_rtol=1e-10, root_atol=1e-10)
     result = run_population(with_weight(lif(), weight), jnp.array([0.0]), jnp.array([0]), loose)
