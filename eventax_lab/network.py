@@ -73,16 +73,45 @@ class FeedForwardNetwork(eqx.Module):
         exp_lambda: float = 0.0,
         stop_after_first_spike: bool = False,
     ) -> Recording:
-        """Simulate one sample; see [`run_population`][] for the keyword arguments.
-
-        `sample_ts`, `integrals` and `stop_after_first_spike` apply to the output layer.
-        """
+        """Simulate one sample; see [`simulate_batch`][] for the keyword arguments."""
         _check_input(input_spikes, self.n_inputs)
+        recording = self.simulate_batch(
+            input_spikes[None],
+            config,
+            sample_ts=sample_ts,
+            integrals=integrals,
+            exp_lambda=exp_lambda,
+            stop_after_first_spike=stop_after_first_spike,
+        )
+        return jax.tree.map(lambda x: x[0], recording)
+
+    def simulate_batch(
+        self,
+        input_spikes: Float[Array, "batch n_inputs k"],
+        config: SimulationConfig,
+        *,
+        sample_ts: Float[Array, " p"] | None = None,
+        integrals: bool | tuple[int, ...] = False,
+        exp_lambda: float = 0.0,
+        stop_after_first_spike: bool = False,
+    ) -> Recording:
+        """Simulate a batch of samples; see [`run_population`][] for the keyword arguments.
+
+        `sample_ts`, `integrals` and `stop_after_first_spike` apply to the output
+        layer. Each layer runs as one vmap over every (sample, neuron) pair.
+
+        **Returns:** a [`Recording`][] whose fields have a leading batch axis.
+        """
+        if np.ndim(input_spikes) != 3 or np.shape(input_spikes)[1] != self.n_inputs:
+            raise ValueError(
+                f"input_spikes has shape {np.shape(input_spikes)}; expected "
+                f"[batch, n_inputs={self.n_inputs}, K]."
+            )
         times = input_spikes
         spike_times, spike_counts = [], []
         for index, layer in enumerate(self.layers):
             is_output = index == len(self.layers) - 1
-            sorted_times, sources = _flatten_spike_train(times)
+            sorted_times, sources = jax.vmap(_flatten_spike_train)(times)
             options = {}
             if is_output:
                 options = dict(
@@ -98,7 +127,7 @@ class FeedForwardNetwork(eqx.Module):
         return Recording(
             spike_times=tuple(spike_times),
             spike_counts=tuple(spike_counts),
-            first_spike_times=result.spike_times[:, 0],
+            first_spike_times=result.spike_times[:, :, 0],
             samples=result.samples,
             integral=result.integral,
             exp_integral=result.exp_integral,
@@ -216,11 +245,17 @@ def make_feedforward(
 
 
 def simulate_batch(network, input_spikes: Float[Array, "batch n_inputs k"], config, **kwargs):
-    """Simulate a batch of samples with `vmap`; returns a batched [`Recording`][]."""
+    """Simulate a batch of samples; returns a batched [`Recording`][].
+
+    A network with its own `simulate_batch` (the feed-forward network) runs it;
+    any other is vmapped over its `simulate`.
+    """
     if np.ndim(input_spikes) != 3:
         raise ValueError(
             f"input_spikes has shape {np.shape(input_spikes)}; expected [batch, n_inputs, K]."
         )
+    if hasattr(network, "simulate_batch"):
+        return network.simulate_batch(input_spikes, config, **kwargs)
     return jax.vmap(lambda spikes: network.simulate(spikes, config, **kwargs))(input_spikes)
 
 

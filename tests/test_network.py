@@ -68,14 +68,37 @@ def test_two_layer_gradient_matches_finite_differences(network):
 
 
 def test_jit_matches_eager_and_vmap_matches_loop(network):
-    batched = jax.jit(lambda n, x: simulate_batch(n, x, CONFIG))(network, INPUTS)
+    # The batch runs as one vmap over (sample, neuron) lanes; each sample alone, and
+    # a user's own vmap over samples, must give the same spikes, samples and integrals.
+    sample_ts = jnp.array([5.0, 10.0, 20.0, 30.0])
+    options = dict(sample_ts=sample_ts, integrals=True, exp_lambda=0.05)
+    batched = jax.jit(lambda n, x: simulate_batch(n, x, CONFIG, **options))(network, INPUTS)
+    nested = jax.vmap(lambda x: network.simulate(x, CONFIG, **options))(INPUTS)
+    assert batched.samples.shape == (3, 4, 2, 2)  # [batch, sample time, output, channel]
+    # The sampled synaptic current of an output neuron in closed form: the sum of
+    # w exp(-(t - s) / tau_syn) over the hidden spikes s <= t reaching it.
+    hidden = np.asarray(batched.spike_times[0])[:, None, None, :, :]  # [b, 1, 1, hidden, k]
+    t = np.asarray(sample_ts)[None, :, None, None, None]
+    weight = np.asarray(network.layers[1].weight)[None, None, :, :, None]  # [1, 1, out, hidden, 1]
+    decay = np.exp(-np.where(hidden <= t, t - hidden, np.inf) / LAYER["tau_syn"])
+    current = np.sum(weight * decay, axis=(3, 4))
+    np.testing.assert_allclose(np.asarray(batched.samples[..., 1]), current, rtol=1e-8, atol=1e-10)
     for index in range(INPUTS.shape[0]):
-        eager = network.simulate(INPUTS[index], CONFIG)
+        eager = network.simulate(INPUTS[index], CONFIG, **options)
         for layer in range(2):
             np.testing.assert_allclose(
                 batched.spike_times[layer][index], eager.spike_times[layer], rtol=1e-10
             )
+            np.testing.assert_allclose(
+                nested.spike_times[layer][index], eager.spike_times[layer], rtol=1e-10
+            )
         np.testing.assert_array_equal(batched.spike_counts[1][index], eager.spike_counts[1])
+        for field in ("samples", "integral", "exp_integral"):
+            np.testing.assert_allclose(
+                getattr(batched, field)[index], getattr(eager, field), rtol=1e-9, atol=1e-12
+            )
+    # The samples differ between samples of the batch, so a mixed-up lane shows.
+    assert not np.allclose(batched.samples[0], batched.samples[1])
 
 
 def test_recurrent_connection_delivers_spike_at_once():
