@@ -66,6 +66,16 @@ class SimulationConfig:
       storing every step) or `"direct"`.
     - `simultaneous_tol`: two neurons whose spike conditions lie within this of
       each other at an event time both spike at that time.
+    - `errors`: how a failed simulation (a budget above exceeded, or the solver
+      failed) is reported. `"raise"` raises inside the compiled program,
+      through `eqx.error_if`. `"record"` only sets bits in the result's
+      `failures` code, and the caller raises with
+      [`eventax_lab.simulate.raise_failures`][], as the trainer does after every
+      step. JAX's persistent compilation cache stores only programs without
+      host callbacks. With `"record"`, the one callback left is diffrax's
+      check of the first step's sign, which the event loop never fails (its
+      solves run forward from a positive step). Running with
+      `EQX_ON_ERROR=nan` in the environment removes that one too.
     """
 
     t_end: float = 60.0
@@ -85,6 +95,7 @@ class SimulationConfig:
     max_events: int | None = None
     adjoint: Literal["recursive_checkpoint", "direct"] = "recursive_checkpoint"
     simultaneous_tol: float = 1e-6
+    errors: Literal["raise", "record"] = "raise"
 
     def __post_init__(self):
         if not self.t_end > 0:
@@ -110,6 +121,8 @@ class SimulationConfig:
             raise ValueError(f"max_events={self.max_events} must be >= 1 or None.")
         if self.root_finder not in ("newton", "bisection"):
             raise ValueError(f"root_finder={self.root_finder!r}; use 'newton' or 'bisection'.")
+        if self.errors not in ("raise", "record"):
+            raise ValueError(f"errors={self.errors!r}; use 'raise' or 'record'.")
         if self.adjoint not in ("recursive_checkpoint", "direct"):
             raise ValueError(f"adjoint={self.adjoint!r}; use 'recursive_checkpoint' or 'direct'.")
 

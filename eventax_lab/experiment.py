@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -39,6 +40,19 @@ def configure_precision(dtype: str) -> None:
     Call it before creating any array of the run: arrays made earlier keep their dtype.
     """
     jax.config.update("jax_enable_x64", dtype == "float64")
+
+
+def configure_compile_cache(directory: str | None) -> None:
+    """Point JAX's persistent compilation cache at `directory`, or leave it off for `None`.
+
+    Programs are cached however briefly they compiled; JAX's default skips those
+    under 1 s.
+    """
+    if directory is None:
+        return
+    Path(directory).expanduser().mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(Path(directory).expanduser()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def _check_datasets(datasets: object) -> dict[str, SpikeDataset]:

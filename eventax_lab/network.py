@@ -109,6 +109,7 @@ class FeedForwardNetwork(eqx.Module):
             )
         times = input_spikes
         spike_times, spike_counts = [], []
+        failures = jnp.zeros(np.shape(input_spikes)[:1], jnp.int32)
         for index, layer in enumerate(self.layers):
             is_output = index == len(self.layers) - 1
             sorted_times, sources = jax.vmap(_flatten_spike_train)(times)
@@ -123,6 +124,7 @@ class FeedForwardNetwork(eqx.Module):
             result = run_independent_neurons(layer, sorted_times, sources, config, **options)
             spike_times.append(result.spike_times)
             spike_counts.append(result.spike_counts)
+            failures = failures | result.failures
             times = result.spike_times
         return Recording(
             spike_times=tuple(spike_times),
@@ -131,6 +133,7 @@ class FeedForwardNetwork(eqx.Module):
             samples=result.samples,
             integral=result.integral,
             exp_integral=result.exp_integral,
+            failures=failures,
         )
 
 
@@ -216,6 +219,7 @@ class RecurrentNetwork(eqx.Module):
             samples=result.samples[:, out],
             integral=result.integral[out],
             exp_integral=result.exp_integral[out],
+            failures=result.failures,
         )
 
 

@@ -18,6 +18,9 @@ class Recording(eqx.Module):
     - `integral`, `exp_integral`: `[n_out, observables]` integrals over the window
       of the output observables, plain and weighted by exp(-lambda t); zeros unless
       requested.
+    - `failures`: the bitwise OR of every population's failure code, 0 if the
+      simulation succeeded. With `SimulationConfig(errors="raise")` a failure
+      raises instead, so it is always 0 there.
     """
 
     spike_times: tuple[Float[Array, "n max_spikes"], ...]
@@ -26,3 +29,4 @@ class Recording(eqx.Module):
     samples: Float[Array, "n_samples n_out observables"]
     integral: Float[Array, "n_out observables"]
     exp_integral: Float[Array, "n_out observables"]
+    failures: Int[Array, ""]

@@ -55,6 +55,12 @@ class TrainerConfig:
     - `progress_bar`: show tqdm bars for epochs and batches.
     - `plots`: draw the figures at the end of the run.
     - `n_plot_samples`: test samples shown in the spike raster and voltage traces.
+    - `compile_cache_dir`: a folder for JAX's persistent compilation cache, or
+      `None` for none. A later process that compiles the same program (the
+      same network shapes, loss, solver and optimizer settings) loads it from
+      there instead of running XLA. JAX caches only programs without host
+      callbacks, so it needs `solver.errors=record` and `EQX_ON_ERROR=nan` in
+      the environment (see `SimulationConfig.errors`).
     """
 
     epochs: int = 30
@@ -70,6 +76,7 @@ class TrainerConfig:
     progress_bar: bool = True
     plots: bool = True
     n_plot_samples: int = 3
+    compile_cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "eval_every",

@@ -7,10 +7,60 @@ import equinox as eqx
 import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from .config import SimulationConfig
 from .neurons.base import NeuronModel
+
+
+# Bits of a simulation's failure code, each with the error it raises.
+SPIKE_OVERFLOW, OUT_OF_STEPS, SOLVER_FAILED, OUT_OF_EVENTS = 1, 2, 4, 8
+FAILURE_MESSAGES = {
+    SPIKE_OVERFLOW: (
+        "A neuron spiked more than SimulationConfig.max_spikes times; increase "
+        "max_spikes (solver.max_spikes in the Hydra config) or lower the firing rate."
+    ),
+    OUT_OF_STEPS: (
+        "The ODE solve between two events needed more than SimulationConfig.max_steps "
+        "solver steps; increase max_steps (solver.max_steps in the Hydra config) or "
+        "loosen rtol/atol."
+    ),
+    SOLVER_FAILED: (
+        "The ODE solve between two events failed: the spike-time root find did not "
+        "converge or the state became non-finite. Loosen root_rtol/root_atol (float32 "
+        "resolves spike conditions to about 1e-6 only), or check the model's dynamics."
+    ),
+    OUT_OF_EVENTS: (
+        "The event loop did not reach t_end within SimulationConfig.max_events "
+        "iterations; increase max_events or set it to None."
+    ),
+}
+
+
+class SimulationError(RuntimeError):
+    """A simulation exceeded a budget or its solver failed; the message names the setting."""
+
+
+def raise_failures(failures) -> None:
+    """Raise a `SimulationError` if any failure code in `failures` is nonzero.
+
+    `failures` is a failure code or an array of them, as `Recording.failures`
+    contains with `SimulationConfig(errors="record")`. Call it outside `jit`.
+    """
+    codes = np.asarray(failures).astype(np.int64).ravel()
+    combined = int(np.bitwise_or.reduce(codes)) if codes.size else 0
+    messages = [message for bit, message in FAILURE_MESSAGES.items() if combined & bit]
+    if messages:
+        failed = int(np.count_nonzero(codes))
+        raise SimulationError(
+            f"{failed} of {codes.size} simulations failed. " + " ".join(messages)
+        )
+
+
+def merge_failures(failures: Int[Array, "..."], axis) -> Int[Array, "..."]:
+    """Combine failure codes along `axis` by bitwise OR."""
+    return jax.lax.reduce(failures, jnp.zeros((), failures.dtype), jax.lax.bitwise_or, axis)
 
 
 class PopulationResult(NamedTuple):
@@ -21,6 +71,7 @@ class PopulationResult(NamedTuple):
     samples: Float[Array, "n_samples n observables"]  # observe(y) at `sample_ts`
     integral: Float[Array, "n observables"]  # int_0^T observe(y) dt
     exp_integral: Float[Array, "n observables"]  # int_0^T exp(-lambda t) observe(y) dt
+    failures: Int[Array, ""]  # bits of FAILURE_MESSAGES; 0 when the simulation succeeded
 
 
 class _Carry(NamedTuple):
@@ -375,35 +426,22 @@ def run_population(
         checkpoints=min(max_events, 2 * n_segments + 64),
     )
 
-    spike_times = eqx.error_if(
-        final.spike_times,
-        final.spike_overflow,
-        "A neuron spiked more than SimulationConfig.max_spikes times; increase "
-        "max_spikes (solver.max_spikes in the Hydra config) or lower the firing rate.",
-    )
-    spike_times = eqx.error_if(
-        spike_times,
-        final.out_of_steps,
-        "The ODE solve between two events needed more than SimulationConfig.max_steps "
-        "solver steps; increase max_steps (solver.max_steps in the Hydra config) or "
-        "loosen rtol/atol.",
-    )
-    spike_times = eqx.error_if(
-        spike_times,
-        final.solver_failed,
-        "The ODE solve between two events failed: the spike-time root find did not "
-        "converge or the state became non-finite. Loosen root_rtol/root_atol (float32 "
-        "resolves spike conditions to about 1e-6 only), or check the model's dynamics.",
-    )
-    spike_times = eqx.error_if(
-        spike_times,
-        ~final.done & ~final.spike_overflow & ~final.out_of_steps,
-        "The event loop did not reach t_end within SimulationConfig.max_events "
-        "iterations; increase max_events or set it to None.",
-    )
+    out_of_events = ~final.done & ~final.spike_overflow & ~final.out_of_steps
+    failures = (
+        SPIKE_OVERFLOW * final.spike_overflow
+        | OUT_OF_STEPS * final.out_of_steps
+        | SOLVER_FAILED * final.solver_failed
+        | OUT_OF_EVENTS * out_of_events
+    ).astype(jnp.int32)
+    spike_times = final.spike_times
+    if config.errors == "raise":
+        for bit, message in FAILURE_MESSAGES.items():
+            spike_times = eqx.error_if(spike_times, (failures & bit) != 0, message)
     integral = final.y[1] if integrals else jnp.zeros((n, n_observables), dtype)
     exp_integral = final.y[2] if integrals else jnp.zeros((n, n_observables), dtype)
-    return PopulationResult(spike_times, final.spike_counts, final.samples, integral, exp_integral)
+    return PopulationResult(
+        spike_times, final.spike_counts, final.samples, integral, exp_integral, failures
+    )
 
 
 def run_independent_neurons(
@@ -462,5 +500,6 @@ def run_independent_neurons(
         samples=jnp.moveaxis(samples, 1, 2),
         integral=per_sample(result.integral),
         exp_integral=per_sample(result.exp_integral),
+        failures=merge_failures(result.failures.reshape(n_samples, n), (1,)),
     )
     return result if batched else jax.tree.map(lambda x: x[0], result)

@@ -19,6 +19,11 @@ from jaxtyping import Array, Bool, Float, PyTree
 
 from .config import SimulationConfig
 from .network import simulate_batch
+from .simulate import merge_failures
+
+# The metrics key of a step's failure code (see `SimulationConfig.errors`), which
+# the trainer removes and checks before it averages the other metrics.
+FAILURES_KEY = "simulation_failures"
 
 
 class Keyed:
@@ -67,13 +72,15 @@ def train_step(
     split by `eqx.partition(network, trainable_filter(network))`.
 
     **Returns:** `(params, opt_state, loss value, metrics)`. The metrics are the loss's
-    own plus `grad_norm`, the global norm of the gradient before clipping.
+    own plus `grad_norm`, the global norm of the gradient before clipping, and
+    `FAILURES_KEY`, the batch's failure code.
     """
 
     def objective(trainable):
         network = eqx.combine(trainable, static)
         recording = simulate_for_loss(network, spikes, loss, config)
-        return loss(recording, targets, mask)
+        value, metrics = loss(recording, targets, mask)
+        return value, {**metrics, FAILURES_KEY: merge_failures(recording.failures, (0,))}
 
     (value, metrics), grads = eqx.filter_value_and_grad(objective, has_aux=True)(params)
     updates, opt_state = optimizer.value.update(grads, opt_state, params)
@@ -91,9 +98,13 @@ def eval_step(
     loss,
     config: SimulationConfig,
 ) -> tuple[Float[Array, ""], dict[str, Array], Array]:
-    """Simulate a batch and return `(loss value, metrics, predictions)`."""
+    """Simulate a batch and return `(loss value, metrics, predictions)`.
+
+    The metrics include `FAILURES_KEY`, the batch's failure code.
+    """
     recording = simulate_for_loss(network, spikes, loss, config)
     value, metrics = loss(recording, targets, mask)
+    metrics = {**metrics, FAILURES_KEY: merge_failures(recording.failures, (0,))}
     return value, metrics, loss.predict(recording)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import checkpoint as ckpt
-from .experiment import build_experiment, configure_precision
+from .experiment import build_experiment, configure_compile_cache, configure_precision
 from .report import draw_figures
 from .results import parse_overrides, update_sweep_table, write_metrics_table, write_summary
 from .run_config import instantiate_group, validate_run_config
@@ -194,7 +195,18 @@ def _resume(trainer: Trainer, network, resolved: dict, resume: str, checkpoint_d
 def _execute(cfg: DictConfig, record: RunRecord) -> None:
     settings = validate_run_config(cfg)
     configure_precision(settings.trainer.dtype)
+    configure_compile_cache(settings.trainer.compile_cache_dir)
     experiment = build_experiment(cfg, settings)
+    has_callbacks = experiment.config.errors == "raise" or os.environ.get(
+        "EQX_ON_ERROR", "raise"
+    ) not in ("nan", "off")
+    if settings.trainer.compile_cache_dir is not None and has_callbacks:
+        logger.warning(
+            "trainer.compile_cache_dir is set, but the training step compiles host callbacks, "
+            "which JAX's cache does not store. Set solver.errors=record and run with "
+            "EQX_ON_ERROR=nan in the environment; the trainer still raises when a "
+            "simulation fails."
+        )
 
     run_dir = record.job.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)

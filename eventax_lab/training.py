@@ -28,7 +28,8 @@ from .data import SpikeDataset, count_batches, iterate_batches
 from .neurons import trainable_filter
 from .optim import current_learning_rate
 from .run_config import ConfigError, TrainerConfig
-from .steps import Keyed, MetricAverage, eval_step, to_device_batch, train_step
+from .simulate import raise_failures
+from .steps import FAILURES_KEY, Keyed, MetricAverage, eval_step, to_device_batch, train_step
 
 logger = logging.getLogger(__name__)
 
@@ -324,6 +325,7 @@ class Trainer:
             params, opt_state, value, metrics = train_step(
                 params, static, opt_state, spikes, targets, mask, self.loss, self.config, self.optimizer
             )
+            raise_failures(metrics.pop(FAILURES_KEY))
             value = float(value)
             if not self._stepped:
                 first_step_seconds = time.perf_counter() - step_start
@@ -364,6 +366,7 @@ class Trainer:
                           disable=not self.settings.progress_bar):
             spikes, targets, mask = to_device_batch(batch, self.dtype, self.regression)
             value, metrics, predicted = eval_step(network, spikes, targets, mask, self.loss, self.config)
+            raise_failures(metrics.pop(FAILURES_KEY))
             average.add({"loss": value, **metrics}, int(batch.mask.sum()))
             predictions.append(np.asarray(predicted)[batch.mask])
         return Evaluation(metrics=average.result(), predictions=np.concatenate(predictions))

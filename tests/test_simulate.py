@@ -1,5 +1,10 @@
 """The event loop against closed-form LIF solutions, finite differences and its own guards."""
 
+import dataclasses
+import os
+import subprocess
+import sys
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -8,7 +13,15 @@ import pytest
 
 from eventax_lab.config import SimulationConfig
 from eventax_lab.neurons import LIF
-from eventax_lab.simulate import run_independent_neurons, run_population
+from eventax_lab.network import make_feedforward, simulate_batch
+from eventax_lab.simulate import (
+    OUT_OF_EVENTS,
+    SPIKE_OVERFLOW,
+    SimulationError,
+    raise_failures,
+    run_independent_neurons,
+    run_population,
+)
 
 TAU_MEM, TAU_SYN, THRESHOLD = 20.0, 5.0, 1.0
 TIGHT = SimulationConfig(
@@ -206,12 +219,66 @@ def test_step_budget_raises_naming_max_steps():
         jax.block_until_ready(run_population(lif(bias_init=1.5), *NO_INPUT, config).spike_times)
 
 
+def test_recorded_failure_raises_outside_jit():
+    config = SimulationConfig(t_end=60.0, max_spikes=1, errors="record")
+    result = jax.jit(lambda m: run_population(m, *NO_INPUT, config))(lif(bias_init=1.5))
+    assert int(result.failures) == SPIKE_OVERFLOW
+    with pytest.raises(SimulationError, match="max_spikes"):
+        raise_failures(result.failures)
+
+
+def test_recorded_failures_merge_per_sample():
+    # Sample 0's input drives the hidden neurons over threshold again and again;
+    # sample 1 has no input, so nothing spikes and its code stays 0.
+    layer = dict(tau_mem=20.0, tau_syn=5.0, weight_mean=40.0, weight_std=0.0)
+    network = make_feedforward(LIF, [1, 3, 1], jax.random.PRNGKey(0), [layer, layer])
+    spikes = jnp.array([[[1.0]], [[jnp.inf]]])
+    config = SimulationConfig(t_end=60.0, max_spikes=1, errors="record")
+    recording = jax.jit(lambda n, x: simulate_batch(n, x, config))(network, spikes)
+    assert recording.failures.tolist() == [SPIKE_OVERFLOW, 0]
+    raise_failures(recording.failures[1:])  # a code of 0 raises nothing
+    with pytest.raises(SimulationError, match="1 of 2 simulations failed"):
+        raise_failures(recording.failures)
+
+
+RECORDED_PROGRAM = """
+import jax, jax.numpy as jnp
+from eventax_lab.config import SimulationConfig
+from eventax_lab.neurons import LIF
+from eventax_lab.simulate import run_population
+config = SimulationConfig(t_end=60.0, errors="record")
+run = jax.jit(lambda m: run_population(m, jnp.array([jnp.inf]), jnp.array([0]), config).spike_times)
+print(run.lower(LIF(1, 1, jax.random.PRNGKey(0))).as_text().count("callback"))
+"""
+
+
+def test_recorded_errors_compile_without_host_callbacks():
+    # JAX's persistent compilation cache skips programs with host callbacks, which
+    # is how eqx.error_if raises. Recording removes the simulator's own; diffrax's
+    # check of dt0's sign remains unless EQX_ON_ERROR=nan, read at import.
+    def callbacks(errors):
+        config = SimulationConfig(t_end=60.0, errors=errors)
+        run = jax.jit(lambda m: run_population(m, *NO_INPUT, config).spike_times)
+        return run.lower(lif()).as_text().count("callback")
+
+    assert callbacks("raise") > callbacks("record")
+    env = {**os.environ, "EQX_ON_ERROR": "nan", "JAX_PLATFORMS": "cpu"}
+    output = subprocess.run(
+        [sys.executable, "-c", RECORDED_PROGRAM], env=env, capture_output=True, text=True,
+        check=True,
+    ).stdout
+    assert int(output.strip().splitlines()[-1]) == 0
+
+
 def test_event_budget_raises_naming_max_events():
     config = SimulationConfig(t_end=60.0, max_events=2)
     times = jnp.array([1.0, 2.0, 3.0, 4.0])
     with pytest.raises(Exception, match="max_events"):
         result = run_population(with_weight(lif(), 0.1), times, jnp.zeros(4, int), config)
         jax.block_until_ready(result.spike_times)
+    recorded = dataclasses.replace(config, errors="record")
+    result = run_population(with_weight(lif(), 0.1), times, jnp.zeros(4, int), recorded)
+    assert int(result.failures) == OUT_OF_EVENTS
 
 
 def test_independent_neurons_match_population():

@@ -26,6 +26,7 @@ def _recording(first_spike_times, hidden_counts=None, output_counts=None, n_obse
         samples=jnp.zeros((batch, 0, n_out, n_observables)),
         integral=jnp.zeros((batch, n_out, n_observables)),
         exp_integral=jnp.zeros((batch, n_out, n_observables)),
+        failures=jnp.zeros((batch,), jnp.int32),
     )
 
 

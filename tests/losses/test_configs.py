@@ -3,6 +3,7 @@
 import inspect
 from pathlib import Path
 
+import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -98,13 +99,8 @@ def test_max_without_samples_raises(make_recording):
 
 def test_unbatched_recording_raises(make_recording):
     recording = make_recording(np.ones((1, 3)))
-    single = type(recording)(
-        spike_times=recording.spike_times,
-        spike_counts=recording.spike_counts,
-        first_spike_times=recording.first_spike_times[0],
-        samples=recording.samples,
-        integral=recording.integral,
-        exp_integral=recording.exp_integral,
+    single = eqx.tree_at(
+        lambda r: r.first_spike_times, recording, recording.first_spike_times[0]
     )
     with pytest.raises(ValueError, match="batched recording"):
         TemporalLoss(60.0)(single, jnp.asarray([0]), jnp.asarray([True]))

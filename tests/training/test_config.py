@@ -7,6 +7,7 @@ import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from hydra.errors import ConfigCompositionException, MissingConfigException
@@ -19,6 +20,8 @@ from eventax_lab.losses import ExpIntegralLoss, IntegralLoss, MaxLoss, Regressio
 from eventax_lab.network import FeedForwardNetwork
 from eventax_lab.neurons import NonSpiking
 from eventax_lab.run_config import ConfigError, validate_run_config
+from eventax_lab.simulate import SPIKE_OVERFLOW, SimulationError
+from eventax_lab.steps import FAILURES_KEY
 from eventax_lab.train import JobInfo, run
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -220,6 +223,22 @@ def test_config_error_fails_run_before_compiling(tmp_path, monkeypatch, compose_
     assert "model.neuron_kwargs.tau_mem" in summary["error"]
     assert calls == []
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_recorded_simulation_failure_stops_run(tmp_path, monkeypatch, compose_config):
+    # A training step whose simulation recorded a spike overflow, without compiling one.
+    def failing_step(params, static, opt_state, *args, **kwargs):
+        return params, opt_state, 0.5, {FAILURES_KEY: np.array(SPIKE_OVERFLOW, np.int32)}
+
+    monkeypatch.setattr(training, "train_step", failing_step)
+    cfg = compose_config(["experiment=smoke", "solver.errors=record"])
+
+    with pytest.raises(SimulationError, match="max_spikes"):
+        run(cfg, JobInfo(run_dir=tmp_path))
+
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert "max_spikes" in summary["error"]
 
 
 def test_parallel_launcher_composes():
