@@ -251,6 +251,17 @@ def make_feedforward(
 def simulate_batch(network, input_spikes: Float[Array, "batch n_inputs k"], config, **kwargs):
     """Simulate a batch of samples; returns a batched [`Recording`][].
 
+    **Arguments:**
+
+    - `network`: a [`FeedForwardNetwork`][] or a [`RecurrentNetwork`][].
+    - `input_spikes`: `[batch, n_inputs, K]` input spike times, `inf` for no spike.
+    - `config`: a [`SimulationConfig`][]. With `errors="record"`, check
+      `Recording.failures` afterwards (`eventax_lab.simulate.raise_failures`).
+    - `**kwargs`, for the output layer: `sample_ts` (times at which to record
+      `observe`), `integrals` (`True`, or a tuple of observable indices, to
+      integrate over the window), `exp_lambda` (the rate of the exponentially
+      weighted integral) and `stop_after_first_spike`; see [`run_population`][].
+
     A network with its own `simulate_batch` (the feed-forward network) runs it;
     any other is vmapped over its `simulate`.
     """

@@ -19,8 +19,9 @@ class Recording(eqx.Module):
       of the output observables, plain and weighted by exp(-lambda t); zeros unless
       requested.
     - `failures`: the bitwise OR of every population's failure code, 0 if the
-      simulation succeeded. With `SimulationConfig(errors="raise")` a failure
-      raises instead, so it is always 0 there.
+      simulation succeeded (see `SimulationConfig.errors`). With
+      `errors="record"` the other fields of a failed sample are not valid, so
+      check this field, e.g. with `eventax_lab.simulate.raise_failures`.
     """
 
     spike_times: tuple[Float[Array, "n max_spikes"], ...]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -90,6 +91,14 @@ class TrainerConfig:
                 "trainer.max_batches_per_epoch",
                 self.max_batches_per_epoch,
                 "must be >= 1, or null to use every batch",
+            )
+        if self.compile_cache_dir is not None:
+            folder = Path(self.compile_cache_dir).expanduser()
+            _require(
+                str(self.compile_cache_dir).strip() != "" and not folder.is_file(),
+                "trainer.compile_cache_dir",
+                self.compile_cache_dir,
+                "must be a folder path (created if missing), or null for no cache",
             )
         _require(
             self.monitor_mode in ("auto", "max", "min"),

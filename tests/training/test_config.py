@@ -25,6 +25,7 @@ from eventax_lab.steps import FAILURES_KEY
 from eventax_lab.train import JobInfo, run
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+PYPROJECT = CONF_DIR.parent / "pyproject.toml"
 # MNIST IDX files next to the checkout, where this project's machines keep them.
 MNIST_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"
 
@@ -158,6 +159,9 @@ def test_smoke_config_combines_with_a_preset(compose_config):
         (["trainer.epochs='???'"], "trainer.epochs is missing"),
         (["+trainer.epoch=3"], "trainer.epoch is not a known setting"),
         (["trainer.max_batches_per_epoch=0"], "trainer.max_batches_per_epoch=0"),
+        (["trainer.compile_cache_dir="], "trainer.compile_cache_dir=''"),
+        # An existing file is no folder for the cache.
+        ([f"trainer.compile_cache_dir={PYPROJECT}"], f"trainer.compile_cache_dir='{PYPROJECT}'"),
         (["logger.mode=onlin"], "logger.mode='onlin'"),
         (["~trainer"], "trainer is not set"),
     ],
