@@ -39,7 +39,11 @@ FAILURE_MESSAGES = {
 
 
 class SimulationError(RuntimeError):
-    """A simulation exceeded a budget or its solver failed; the message names the setting."""
+    """A simulation exceeded a budget or its solver failed; the message names the setting.
+
+    `raise_failures` raises it. With `SimulationConfig(errors="raise")` the same
+    messages come from inside the program, as equinox's `EquinoxRuntimeError`.
+    """
 
 
 def raise_failures(failures) -> None:
