@@ -50,8 +50,9 @@ def configure_compile_cache(directory: str | None) -> None:
     """
     if directory is None:
         return
-    Path(directory).expanduser().mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(Path(directory).expanduser()))
+    folder = Path(directory).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 

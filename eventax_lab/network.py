@@ -257,10 +257,12 @@ def simulate_batch(network, input_spikes: Float[Array, "batch n_inputs k"], conf
     - `input_spikes`: `[batch, n_inputs, K]` input spike times, `inf` for no spike.
     - `config`: a [`SimulationConfig`][]. With `errors="record"`, check
       `Recording.failures` afterwards (`eventax_lab.simulate.raise_failures`).
-    - `**kwargs`, for the output layer: `sample_ts` (times at which to record
-      `observe`), `integrals` (`True`, or a tuple of observable indices, to
-      integrate over the window), `exp_lambda` (the rate of the exponentially
-      weighted integral) and `stop_after_first_spike`; see [`run_population`][].
+    - `**kwargs`: options of the output layer, described in [`run_population`][]:
+      - `sample_ts`: times at which to record `observe`;
+      - `integrals`: `True`, or a tuple of observable indices, to integrate
+        over the window;
+      - `exp_lambda`: the rate of the exponentially weighted integral;
+      - `stop_after_first_spike`: end once every output neuron has spiked.
 
     A network with its own `simulate_batch` (the feed-forward network) runs it;
     any other is vmapped over its `simulate`.

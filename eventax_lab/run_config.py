@@ -60,8 +60,9 @@ class TrainerConfig:
       `None` for none. A later process that compiles the same program (the
       same network shapes, loss, solver and optimizer settings) loads it from
       there instead of running XLA. JAX caches only programs without host
-      callbacks, so it needs `solver.errors=record` and `EQX_ON_ERROR=nan` in
-      the environment (see `SimulationConfig.errors`).
+      callbacks, so it needs `EQX_ON_ERROR=nan` in the environment, which
+      turns `eqx.error_if` into NaN outputs. The trainer still raises a failed
+      simulation from its failure code (see `SimulationConfig.errors`).
     """
 
     epochs: int = 30

@@ -75,7 +75,7 @@ class PopulationResult(NamedTuple):
     samples: Float[Array, "n_samples n observables"]  # observe(y) at `sample_ts`
     integral: Float[Array, "n observables"]  # int_0^T observe(y) dt
     exp_integral: Float[Array, "n observables"]  # int_0^T exp(-lambda t) observe(y) dt
-    failures: Int[Array, ""]  # bits of FAILURE_MESSAGES; 0 when the simulation succeeded
+    failures: Int[Array, ""]  # bits of FAILURE_MESSAGES, or 0 on success
 
 
 class _Carry(NamedTuple):

@@ -197,7 +197,7 @@ def _execute(cfg: DictConfig, record: RunRecord) -> None:
     configure_precision(settings.trainer.dtype)
     configure_compile_cache(settings.trainer.compile_cache_dir)
     experiment = build_experiment(cfg, settings)
-    # equinox reads EQX_ON_ERROR at import; under "nan" or "off", eqx.error_if
+    # equinox reads EQX_ON_ERROR at import. Under "nan" or "off", eqx.error_if
     # compiles no host callback, and the trainer still raises from the failure code.
     on_error = os.environ.get("EQX_ON_ERROR", "raise")
     if settings.trainer.compile_cache_dir is not None and on_error not in ("nan", "off"):

@@ -68,8 +68,8 @@ def test_two_layer_gradient_matches_finite_differences(network):
 
 
 def test_jit_matches_eager_and_vmap_matches_loop(network):
-    # The batch runs as one vmap over (sample, neuron) lanes; each sample alone, and
-    # a user's own vmap over samples, must give the same spikes, samples and integrals.
+    # The batch runs as one vmap over (sample, neuron) lanes. Each sample alone, and a
+    # user's own vmap over samples, must give the same spikes, samples and integrals.
     sample_ts = jnp.array([5.0, 10.0, 20.0, 30.0])
     options = dict(sample_ts=sample_ts, integrals=True, exp_lambda=0.05)
     batched = jax.jit(lambda n, x: simulate_batch(n, x, CONFIG, **options))(network, INPUTS)
@@ -97,7 +97,7 @@ def test_jit_matches_eager_and_vmap_matches_loop(network):
             np.testing.assert_allclose(
                 getattr(batched, field)[index], getattr(eager, field), rtol=1e-9, atol=1e-12
             )
-    # The samples differ between samples of the batch, so a mixed-up lane shows.
+    # The recordings differ between batch entries, so a mixed-up lane would show.
     assert not np.allclose(batched.samples[0], batched.samples[1])
 
 

@@ -519,7 +519,7 @@ def run_worker(kind: str, settings: dict, problem_path: Path, work_dir: Path, in
         env.pop("JAX_ENABLE_X64", None)
     if settings.get("eqx_on_error"):
         # equinox reads this at import. "nan" turns eqx.error_if into NaN outputs
-        # instead of a host callback; JAX does not cache programs with callbacks.
+        # instead of a host callback, and JAX does not cache programs with callbacks.
         env["EQX_ON_ERROR"] = settings["eqx_on_error"]
     command = [
         sys.executable, __file__, "--worker", kind,

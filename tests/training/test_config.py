@@ -160,7 +160,7 @@ def test_smoke_config_combines_with_a_preset(compose_config):
         (["+trainer.epoch=3"], "trainer.epoch is not a known setting"),
         (["trainer.max_batches_per_epoch=0"], "trainer.max_batches_per_epoch=0"),
         (["trainer.compile_cache_dir="], "trainer.compile_cache_dir=''"),
-        # An existing file is no folder for the cache.
+        # An existing file cannot be the cache folder.
         ([f"trainer.compile_cache_dir={PYPROJECT}"], f"trainer.compile_cache_dir='{PYPROJECT}'"),
         (["logger.mode=onlin"], "logger.mode='onlin'"),
         (["~trainer"], "trainer is not set"),
