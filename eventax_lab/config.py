@@ -63,8 +63,15 @@ class SimulationConfig:
     - `max_events`: loop iterations allowed per population, pauses included.
       `None` derives the bound from the input count, `max_spikes`, `max_steps`
       and `steps_per_iteration`, so `max_steps` or `max_spikes` is reached first.
-    - `adjoint`: `"recursive_checkpoint"` (backpropagate through the solver steps,
-      storing every step) or `"direct"`.
+    - `adjoint`: how gradients are computed. `"recursive_checkpoint"`
+      backpropagates through the solver steps, storing every step, and gives
+      gradients exact with respect to the forward simulation; `"direct"` does
+      the same with diffrax's `DirectAdjoint`. `"event"` keeps only the state at
+      each event (memory grows with events, not steps) and solves the adjoint
+      equations backwards between events, with the root's implicit derivative
+      and the jump conditions at each event. Its gradients match the forward
+      simulation's to solver tolerance, not exactly, and it supports first-order
+      reverse-mode differentiation only.
     - `simultaneous_tol`: two neurons whose spike conditions lie within this of
       each other at an event time both spike at that time.
     - `errors`: how a failed simulation (a budget above exceeded, or the solver
@@ -94,7 +101,7 @@ class SimulationConfig:
     max_steps: int = 64
     steps_per_iteration: int = 4
     max_events: int | None = None
-    adjoint: Literal["recursive_checkpoint", "direct"] = "recursive_checkpoint"
+    adjoint: Literal["recursive_checkpoint", "direct", "event"] = "recursive_checkpoint"
     simultaneous_tol: float = 1e-6
     errors: Literal["raise", "record"] = "raise"
 
@@ -124,8 +131,10 @@ class SimulationConfig:
             raise ValueError(f"root_finder={self.root_finder!r}; use 'newton' or 'bisection'.")
         if self.errors not in ("raise", "record"):
             raise ValueError(f"errors={self.errors!r} is invalid; use 'raise' or 'record'.")
-        if self.adjoint not in ("recursive_checkpoint", "direct"):
-            raise ValueError(f"adjoint={self.adjoint!r}; use 'recursive_checkpoint' or 'direct'.")
+        if self.adjoint not in ("recursive_checkpoint", "direct", "event"):
+            raise ValueError(
+                f"adjoint={self.adjoint!r}; use 'recursive_checkpoint', 'direct' or 'event'."
+            )
 
     def make_solver(self) -> diffrax.AbstractSolver:
         return _SOLVERS[self.solver]()

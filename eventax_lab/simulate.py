@@ -6,8 +6,10 @@ import diffrax
 import equinox as eqx
 import equinox.internal as eqxi
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
+import optimistix as optx
 from jaxtyping import Array, Bool, Float, Int
 
 from .config import SimulationConfig
@@ -93,6 +95,7 @@ class _Carry(NamedTuple):
     spike_overflow: Bool[Array, ""]
     out_of_steps: Bool[Array, ""]
     solver_failed: Bool[Array, ""]
+    records: Any  # _Records for the event adjoint, else None
 
 
 def _next_time(times: Float[Array, " m"], index: Int[Array, ""]) -> Float[Array, ""]:
@@ -101,6 +104,51 @@ def _next_time(times: Float[Array, " m"], index: Int[Array, ""]) -> Float[Array,
         return jnp.asarray(jnp.inf, dtype=times.dtype)
     safe_index = jnp.minimum(index, times.shape[0] - 1)
     return jnp.where(index < times.shape[0], times[safe_index], jnp.inf)
+
+
+class _Options(NamedTuple):
+    """Static settings of one population's event loop."""
+
+    config: SimulationConfig
+    recurrent: bool
+    integrals: bool
+    integral_channels: tuple[int, ...] | None  # None: every observable
+    exp_lambda: float
+    stop_after_first_spike: bool
+
+
+class _Records(NamedTuple):
+    """The events of one simulation, as the event adjoint needs them; `r` slots.
+
+    An event is a loop iteration that applied a jump, took a sample or ended the
+    simulation. Pauses and redone solves are not events: the state they leave
+    is a point on the same solution.
+    """
+
+    count: Int[Array, ""]
+    dt: Float[Array, ""]  # the forward loop's last trial step, the adjoint's first
+    t: Float[Array, " r"]
+    pre: Float[Array, "r n c"]  # state before the jumps at `t`
+    post: Float[Array, "r n c"]  # state after them
+    spiked: Bool[Array, "r n"]
+    slot: Int[Array, "r n"]  # spike-time slot each neuron would write at this event
+    crossed: Bool[Array, " r"]  # the event time is a root of the spike condition
+    tied: Bool[Array, " r"]  # a spike at the previous event's time, whose jump lifted the state
+    first_input: Int[Array, " r"]  # inputs first_input .. end_input - 1 arrived at `t`
+    end_input: Int[Array, " r"]
+    sample: Int[Array, " r"]  # sample slot taken at `t`, or -1
+
+
+def _vector_field(model: NeuronModel, options: _Options, t, state):
+    """Return the derivatives of (state, integral, exp-integral); None for absent integrals."""
+    d_state = model.dynamics(t, state, None)
+    if not options.integrals:
+        return d_state, None, None
+    observed = model.observe(state)
+    if options.integral_channels is not None:
+        channels = list(options.integral_channels)
+        observed = jnp.zeros_like(observed).at[:, channels].set(observed[:, channels])
+    return d_state, observed, jnp.exp(-options.exp_lambda * t) * observed
 
 
 def run_population(
@@ -129,9 +177,12 @@ def run_population(
     ends the iteration without an event, and the next iteration continues it.
     Bounding the steps per iteration keeps vmapped loops in step: without it,
     every iteration would wait for the lane with the longest segment.
-    Differentiating the loop gives gradients exact with respect to the forward
-    simulation, spike times included, since diffrax differentiates the root
-    through the implicit function theorem.
+
+    Gradients follow `config.adjoint`. With a diffrax adjoint they are exact
+    with respect to the forward simulation, spike times included, since diffrax
+    differentiates the root through the implicit function theorem. With
+    `"event"`, the forward pass keeps the state at each event, and the backward
+    pass solves the adjoint equations between events (see `_event_adjoint`).
 
     **Arguments:**
 
@@ -151,15 +202,9 @@ def run_population(
 
     **Returns:** a [`PopulationResult`][].
     """
-    n = model.n_neurons
     dtype = input_times.dtype
-    t_end = jnp.asarray(config.t_end, dtype=dtype)
     sample_ts = jnp.zeros((0,), dtype) if sample_ts is None else jnp.asarray(sample_ts, dtype)
-    n_inputs, n_samples, capacity = input_times.shape[0], sample_ts.shape[0], config.max_spikes
-
-    y0_state = model.init_state(n).astype(dtype)
-    n_observables = model.observe(y0_state).shape[-1]
-    zero_acc = jnp.zeros((n, n_observables), dtype) if integrals else None
+    n_observables = model.observe(model.init_state(model.n_neurons)).shape[-1]
     if integrals is True or not integrals:
         integral_channels = None
     else:
@@ -169,17 +214,91 @@ def run_population(
                 f"integrals={integrals} names observables outside [0, {n_observables}); "
                 "pass indices of model.observe's channels."
             )
+    options = _Options(
+        config, bool(recurrent), bool(integrals), integral_channels, float(exp_lambda),
+        bool(stop_after_first_spike),
+    )
+    if config.adjoint == "event":
+        result = _event_adjoint((model, input_times), input_sources, sample_ts, options)
+    else:
+        result = _result(_event_loop(model, input_times, input_sources, sample_ts, options)[0])
+    if config.errors == "raise":
+        spike_times = result.spike_times
+        for bit, message in FAILURE_MESSAGES.items():
+            spike_times = eqx.error_if(spike_times, (result.failures & bit) != 0, message)
+        result = result._replace(spike_times=spike_times)
+    return result
+
+
+def _result(final: "_Carry") -> PopulationResult:
+    """Collect a population's outputs from the loop's final carry."""
+    out_of_events = ~final.done & ~final.spike_overflow & ~final.out_of_steps
+    failures = (
+        SPIKE_OVERFLOW * final.spike_overflow
+        | OUT_OF_STEPS * final.out_of_steps
+        | SOLVER_FAILED * final.solver_failed
+        | OUT_OF_EVENTS * out_of_events
+    ).astype(jnp.int32)
+    state, integral, exp_integral = final.y
+    if integral is None:
+        n, n_observables = final.samples.shape[1:]
+        integral = exp_integral = jnp.zeros((n, n_observables), state.dtype)
+    return PopulationResult(
+        final.spike_times, final.spike_counts, final.samples, integral, exp_integral, failures
+    )
+
+
+def _solve_end(sol: diffrax.Solution, t0, y0, direction: float = 1.0):
+    """Return where a solve of at most `max_steps` steps stopped.
+
+    `sol` saved `SubSaveAt(t1=True)` and `SubSaveAt(steps=True)`. A paused solve
+    (out of steps) continues from its last accepted step, or from `(t0, y0)` if it
+    accepted none. Its `t1` entry may be a rejected step: under vmap, diffrax
+    root-finds every lane once any lane has an event.
+
+    **Returns:** `(paused, t, y, longest, is_accepted)`, with `longest` the length
+    of the longest accepted step (positive; `direction` is -1.0 for a solve
+    backwards in time) and `is_accepted` a mask over the saved steps.
+    """
+    paused = sol.result == diffrax.RESULTS.max_steps_reached
+    (ts_end, ts_steps), (ys_end, ys_steps) = sol.ts, sol.ys
+    accepted = sol.stats["num_accepted_steps"]
+    last = jnp.maximum(accepted - 1, 0)
+
+    def reached(end, steps, start):
+        after_pause = jnp.where(accepted > 0, steps[last], start)
+        return jnp.where(paused, after_pause, end[0])
+
+    t = reached(ts_end, ts_steps, t0)
+    y = jax.tree.map(reached, ys_end, ys_steps, y0)
+    step_starts = jnp.concatenate([jnp.reshape(t0, (1,)), ts_steps[:-1]])
+    is_accepted = jnp.arange(ts_steps.shape[0]) < accepted
+    # Not `abs`: its derivative at the NaN of unused slots would turn zero cotangents into NaN.
+    longest = jnp.max(jnp.where(is_accepted, direction * (ts_steps - step_starts), 0.0))
+    return paused, t, y, longest, is_accepted
+
+
+def _event_loop(
+    model: NeuronModel,
+    input_times: Float[Array, " m"],
+    input_sources: Int[Array, " m"],
+    sample_ts: Float[Array, " p"],
+    options: _Options,
+    record: bool = False,
+) -> tuple["_Carry", _Records | None]:
+    """Run the event loop of `run_population`; with `record`, also keep its events."""
+    config = options.config
+    n = model.n_neurons
+    dtype = input_times.dtype
+    t_end = jnp.asarray(config.t_end, dtype=dtype)
+    n_inputs, n_samples, capacity = input_times.shape[0], sample_ts.shape[0], config.max_spikes
+
+    y0_state = model.init_state(n).astype(dtype)
+    n_observables = model.observe(y0_state).shape[-1]
+    zero_acc = jnp.zeros((n, n_observables), dtype) if options.integrals else None
 
     def vector_field(t, y, args):
-        state, _, _ = y
-        d_state = model.dynamics(t, state, args)
-        if not integrals:
-            return d_state, None, None
-        observed = model.observe(state)
-        if integral_channels is not None:
-            selected = observed[:, list(integral_channels)]
-            observed = jnp.zeros_like(observed).at[:, list(integral_channels)].set(selected)
-        return d_state, observed, jnp.exp(-exp_lambda * t) * observed
+        return _vector_field(model, options, t, y[0])
 
     # Negated so that both lanes with a crossing and, under vmap, lanes without one
     # (where diffrax root-finds `t_next - t`) see a decreasing function, which lets
@@ -189,10 +308,10 @@ def run_population(
 
     solver = config.make_solver()
     controller = config.make_controller()
-    adjoint = config.make_adjoint()
+    # The event adjoint differentiates none of the forward pass.
+    adjoint = diffrax.RecursiveCheckpointAdjoint() if record else config.make_adjoint()
     event = diffrax.Event(event_condition, config.make_root_finder(), direction=False)
     term = diffrax.ODETerm(vector_field)
-
     def solve(t0, t1, y, dt_first):
         if config.step_size == "constant":
             dt0 = jnp.asarray(config.dt, dtype)
@@ -212,26 +331,12 @@ def run_population(
             adjoint=adjoint,
             throw=False,
         )
-        paused = sol.result == diffrax.RESULTS.max_steps_reached
-        # A paused solve continues from its last accepted step. Its `t1` entry may be a
-        # rejected step: under vmap, diffrax root-finds every lane once any has an event.
-        (ts_end, ts_steps), (ys_end, ys_steps) = sol.ts, sol.ys
-        accepted = sol.stats["num_accepted_steps"]
-        last = jnp.maximum(accepted - 1, 0)
-
-        def reached(end, steps, start):
-            after_pause = jnp.where(accepted > 0, steps[last], start)
-            return jnp.where(paused, after_pause, end[0])
-
-        t_reached = reached(ts_end, ts_steps, t0)
-        y_reached = jax.tree.map(reached, ys_end, ys_steps, y)
+        paused, t_reached, y_reached, longest, is_accepted = _solve_end(sol, t0, y)
+        ts_steps, ys_steps = sol.ts[1], sol.ys[1]
         # The next solve starts with this one's longest accepted step (the last step
         # of a solve is cut short at t1), or with a tenth of this solve's first
         # step if every step was rejected.
-        step_starts = jnp.concatenate([jnp.reshape(t0, (1,)), ts_steps[:-1]])
-        is_accepted = jnp.arange(ts_steps.shape[0]) < accepted
-        longest = jnp.max(jnp.where(is_accepted, ts_steps - step_starts, 0.0))
-        dt_next = jnp.where(accepted > 0, longest, 0.1 * dt0)
+        dt_next = jnp.where(is_accepted[0], longest, 0.1 * dt0)
         failed = (sol.result != diffrax.RESULTS.successful) & (
             sol.result != diffrax.RESULTS.event_occurred
         )
@@ -311,6 +416,7 @@ def run_population(
         reaches = has_peak[step] & (condition_at(t_peak) >= 0)
         return jax.lax.stop_gradient(jnp.where(reaches, t_peak, jnp.inf))
 
+
     def body(carry: _Carry) -> _Carry:
         state = carry.y[0]
         t_input = _next_time(input_times, carry.next_input)
@@ -356,7 +462,7 @@ def run_population(
         )
         spike_counts = carry.spike_counts + spiked.astype(carry.spike_counts.dtype)
         state_new = model.reset_spiked(y_new[0], spiked)
-        if recurrent:
+        if options.recurrent:
             own_sources = model.n_sources - n + jnp.arange(n)
             state_new = model.input_spike(state_new, own_sources, spiked)
 
@@ -376,11 +482,19 @@ def run_population(
         next_sample = carry.next_sample + take_sample.astype(carry.next_sample.dtype)
 
         done = arrived & (t_target >= t_end)
-        if stop_after_first_spike:
+        if options.stop_after_first_spike:
             done = done | (jnp.all(spike_counts >= 1) & (next_sample >= n_samples))
 
         segment_steps = jnp.where(paused, carry.segment_steps + steps, 0)
         out_of_steps = paused & (segment_steps >= config.max_steps)
+        records = carry.records
+        if record:
+            keep = any_spike | (arrived & (jnp.any(delivered) | take_sample | done))
+            records = _record_event(
+                records, keep, t_new, y_new[0], state_new, spiked, slot,
+                crossed & ~spike_now, spike_now, carry.next_input, next_input,
+                jnp.where(take_sample, carry.next_sample, -1),
+            )
         return _Carry(
             t=t_new,
             y=(state_new, y_new[1], y_new[2]),
@@ -396,13 +510,34 @@ def run_population(
             spike_overflow=carry.spike_overflow | overflow,
             out_of_steps=carry.out_of_steps | out_of_steps,
             solver_failed=carry.solver_failed | (failed & ~spike_now),
+            records=records,
         )
 
-    spikes_possible = n * capacity if recurrent else capacity
+
+    spikes_possible = n * capacity if options.recurrent else capacity
     # Every segment between two events may pause up to ceil(max_steps / steps) times.
     n_segments = n_inputs + n_samples + spikes_possible + 2
     pauses_per_segment = -(-config.max_steps // config.steps_per_iteration)
     max_events = config.max_events or n_segments * (pauses_per_segment + 1)
+    records = None
+    if record:
+        # Each event delivers an input, takes a sample, ends the loop or spikes;
+        # every neuron spikes at most `capacity` times plus the one that overflows.
+        n_records = n_inputs + n_samples + n * capacity + 2
+        records = _Records(
+            count=jnp.asarray(0),
+            dt=jnp.asarray(config.dt, dtype),
+            t=jnp.zeros((n_records,), dtype),
+            pre=jnp.zeros((n_records, *y0_state.shape), dtype),
+            post=jnp.zeros((n_records, *y0_state.shape), dtype),
+            spiked=jnp.zeros((n_records, n), bool),
+            slot=jnp.zeros((n_records, n), jnp.int32),
+            crossed=jnp.zeros((n_records,), bool),
+            tied=jnp.zeros((n_records,), bool),
+            first_input=jnp.zeros((n_records,), jnp.int32),
+            end_input=jnp.zeros((n_records,), jnp.int32),
+            sample=jnp.full((n_records,), -1, jnp.int32),
+        )
     init = _Carry(
         t=jnp.asarray(0.0, dtype),
         y=(y0_state, zero_acc, zero_acc),
@@ -418,34 +553,316 @@ def run_population(
         spike_overflow=jnp.asarray(False),
         out_of_steps=jnp.asarray(False),
         solver_failed=jnp.asarray(False),
+        records=records,
     )
     final = eqxi.while_loop(
         lambda c: ~c.done & ~c.spike_overflow & ~c.out_of_steps,
         body,
         init,
         max_steps=max_events,
-        kind="checkpointed",
-        # One checkpoint per event and per typical pause; a loop that runs longer
+        # The event adjoint does not differentiate this loop.
+        # The event adjoint does not differentiate this loop. Otherwise, one
+        # checkpoint per event and per typical pause; a loop that runs longer
         # recomputes some iterations in the backward pass instead of storing them.
-        checkpoints=min(max_events, 2 * n_segments + 64),
+        **(
+            {"kind": "lax"}
+            if record
+            else {"kind": "checkpointed", "checkpoints": min(max_events, 2 * n_segments + 64)}
+        ),
     )
+    records = final.records
+    if record:
+        records = records._replace(dt=final.dt_next)
+    return final, records
 
-    out_of_events = ~final.done & ~final.spike_overflow & ~final.out_of_steps
-    failures = (
-        SPIKE_OVERFLOW * final.spike_overflow
-        | OUT_OF_STEPS * final.out_of_steps
-        | SOLVER_FAILED * final.solver_failed
-        | OUT_OF_EVENTS * out_of_events
-    ).astype(jnp.int32)
-    spike_times = final.spike_times
-    if config.errors == "raise":
-        for bit, message in FAILURE_MESSAGES.items():
-            spike_times = eqx.error_if(spike_times, (failures & bit) != 0, message)
-    integral = final.y[1] if integrals else jnp.zeros((n, n_observables), dtype)
-    exp_integral = final.y[2] if integrals else jnp.zeros((n, n_observables), dtype)
-    return PopulationResult(
-        spike_times, final.spike_counts, final.samples, integral, exp_integral, failures
+
+def _record_event(records: _Records, keep, t, pre, post, spiked, slot, crossed, tied,
+                  first_input, end_input, sample) -> _Records:
+    """Write one event into the next free slot of `records` where `keep` is true."""
+    index = jnp.minimum(records.count, records.t.shape[0] - 1)
+    new = (t, pre, post, spiked, slot, crossed, tied, first_input, end_input, sample)
+    fields = [
+        field.at[index].set(jnp.where(keep, value, field[index]).astype(field.dtype))
+        for field, value in zip(records[2:], new)
+    ]
+    return _Records(records.count + keep.astype(records.count.dtype), records.dt, *fields)
+
+
+@eqx.filter_custom_vjp
+def _event_adjoint(diff, input_sources, sample_ts, options: _Options) -> PopulationResult:
+    """Run the event loop; its gradient solves the adjoint equations between events.
+
+    `diff` is `(model, input_times)`, the arguments that receive gradients.
+    """
+    model, input_times = diff
+    return _result(_event_loop(model, input_times, input_sources, sample_ts, options)[0])
+
+
+@_event_adjoint.def_fwd
+def _event_adjoint_fwd(perturbed, diff, input_sources, sample_ts, options: _Options):
+    model, input_times = diff
+    final, records = _event_loop(
+        model, input_times, input_sources, sample_ts, options, record=True
     )
+    return _result(final), records
+
+
+def _leaves_read(fn, leaves) -> list[bool]:
+    """Return, per array in `leaves`, whether `fn(leaves)` reads it (from its jaxpr)."""
+    jaxpr = jax.make_jaxpr(fn)(leaves).jaxpr
+    used = {id(v) for eqn in jaxpr.eqns for v in eqn.invars} | {id(v) for v in jaxpr.outvars}
+    return [id(v) in used for v in jaxpr.invars]
+
+
+def _dot(a, b) -> Float[Array, ""]:
+    """Sum the elementwise products of two pytrees of the same structure."""
+    return sum(jnp.sum(x * y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@_event_adjoint.def_bwd
+def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sample_ts, options):
+    r"""Propagate the cotangents of a population's outputs back through its events.
+
+    Between events the state follows $\dot y = f(t, y, \theta)$, and the adjoint
+    $\lambda$ (the gradient of the loss with respect to the state at time $t$)
+    follows $\dot\lambda = -(\partial f / \partial y)^\top \lambda$, while the
+    parameter gradient gathers $\int (\partial f / \partial \theta)^\top \lambda
+    \, dt$. Both are solved backwards from each event to the one before it with
+    the forward pass's solver and tolerances, the state alongside, starting from
+    the state kept at the later event. The error controller weighs the state and
+    the adjoint.
+
+    At an event at time $\tau$ with jump $y^+ = J(y^-)$ (reset, recurrent and
+    input spikes), the adjoint before it is $J_y^\top \lambda^+$, plus, where
+    $\tau$ depends on the state, the time cotangent
+    $c = \lambda^+ \cdot (J_y f^- - f^+) + \partial L / \partial \tau$ carried
+    onto the state. A spike time is a root of the spike condition $g$, so
+    $d\tau / dy^- = -g_y / \dot g$ with $\dot g = g_y f^- + g_t$. An input
+    arrival takes its time from the input spike, which receives $c$. A spike
+    at an input's arrival time, because the input's jump lifted the state above
+    threshold, passes its $c$ on to that input.
+    """
+    model, input_times = diff
+    config = options.config
+    # Only the perturbed leaves get gradients; the rest of the model is constant.
+    params, static = eqx.partition(model, perturbed[0])
+    n, dtype = model.n_neurons, input_times.dtype
+    n_inputs, capacity = input_times.shape[0], config.max_spikes
+
+    def as_model(p) -> NeuronModel:
+        return eqx.combine(p, static)
+
+    state0 = model.init_state(n).astype(dtype)
+    n_observables = model.observe(state0).shape[-1]
+
+    def cotangent(value, shape):
+        return jnp.zeros(shape, dtype) if value is None else value
+
+    ct_spikes = cotangent(ct.spike_times, (n, capacity))
+    ct_samples = cotangent(ct.samples, (sample_ts.shape[0], n, n_observables))
+    # The accumulators feed nothing back, so their adjoints stay at the cotangents
+    # of the final integrals throughout.
+    if options.integrals:
+        ct_acc = (
+            cotangent(ct.integral, (n, n_observables)),
+            cotangent(ct.exp_integral, (n, n_observables)),
+        )
+    else:
+        ct_acc = (None, None)
+
+    def field(p, t, state):
+        return _vector_field(as_model(p), options, t, state)
+
+    def jump(p, state, spiked, delivered):
+        m = as_model(p)
+        state = m.reset_spiked(state, spiked)
+        if options.recurrent:
+            state = m.input_spike(state, m.n_sources - n + jnp.arange(n), spiked)
+        return m.input_spike(state, input_sources, delivered)
+
+    def condition(t, state, p):
+        return jnp.max(as_model(p).spike_condition(t, state))
+
+    # The backward solve integrates one flat vector (state, adjoint, gradient of
+    # the parameters that `dynamics` reads): fewer and smaller leaves make fewer
+    # operations per solver stage. The other parameters get nothing from between events.
+    leaves, treedef = jax.tree.flatten(params)
+    read = _leaves_read(lambda ls: field(jax.tree.unflatten(treedef, ls), 0.0, state0), leaves)
+    flat_read, unravel_read = jax.flatten_util.ravel_pytree(
+        [leaf for leaf, is_read in zip(leaves, read) if is_read]
+    )
+    state_size = state0.size
+
+    def with_read(flat):
+        values = iter(unravel_read(flat))
+        return jax.tree.unflatten(
+            treedef, [next(values) if is_read else leaf for leaf, is_read in zip(leaves, read)]
+        )
+
+    def read_gradients(flat):
+        values = iter(unravel_read(flat))
+        return jax.tree.unflatten(
+            treedef,
+            [next(values) if is_read else jnp.zeros_like(leaf) for leaf, is_read in zip(leaves, read)],
+        )
+
+    def augmented(t, z, args):
+        state = z[:state_size].reshape(state0.shape)
+        adjoint = z[state_size : 2 * state_size].reshape(state0.shape)
+        f, f_vjp = jax.vjp(lambda p, s: field(with_read(p), t, s), flat_read, state)
+        g_params, g_state = f_vjp((adjoint, *ct_acc))
+        return jnp.concatenate([f[0].ravel(), -g_state.ravel(), -g_params])
+
+    solver = config.make_solver()
+    if config.step_size == "constant":
+        controller = diffrax.ConstantStepSize()
+    else:
+        # The parameter-gradient integrals are quadratures: they do not feed back.
+        controller = diffrax.PIDController(
+            rtol=config.rtol, atol=config.atol, dtmax=config.max_step,
+            norm=lambda z: optx.rms_norm(z[: 2 * state_size]),
+        )
+    steps_per_iteration = config.steps_per_iteration
+
+    def backsolve(t_later, t_earlier, state, adjoint, dt_first):
+        """Solve from `t_later` back towards `t_earlier` for at most `steps_per_iteration` steps."""
+        if config.step_size == "constant":
+            dt0 = -jnp.asarray(config.dt, dtype)
+        else:
+            dt0 = -dt_first
+        z0 = jnp.concatenate([state.ravel(), adjoint.ravel(), jnp.zeros_like(flat_read)])
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(augmented), solver, t_later, t_earlier, dt0, z0,
+            stepsize_controller=controller,
+            max_steps=steps_per_iteration,
+            saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(t1=True), diffrax.SubSaveAt(steps=True)]),
+            throw=False,
+        )
+        paused, t_reached, z, longest, is_accepted = _solve_end(sol, t_later, z0, direction=-1.0)
+        state = z[:state_size].reshape(state0.shape)
+        adjoint = z[state_size : 2 * state_size].reshape(state0.shape)
+        g_params = read_gradients(z[2 * state_size :])
+        # A zero-length solve takes no step, so it keeps the trial step.
+        dt_next = jnp.where(
+            is_accepted[0], longest, jnp.where(t_later == t_earlier, dt_first, 0.1 * dt_first)
+        )
+        failed = ~paused & (sol.result != diffrax.RESULTS.successful)
+        steps = sol.stats["num_steps"]
+        return t_reached, state, adjoint, g_params, paused, failed, steps, dt_next
+
+    input_index = jnp.arange(n_inputs)
+
+    def apply_event(r, adjoint, g_params, g_inputs, pending):
+        """Carry the adjoint back across the jumps of event `r`; return it before them."""
+        t, pre, post = records.t[r], records.pre[r], records.post[r]
+        spiked, slot, crossed = records.spiked[r], records.slot[r], records.crossed[r]
+        first, end = records.first_input[r], records.end_input[r]
+        delivered = (input_index >= first) & (input_index < end)
+
+        # A sample taken at this event reads the state after its jumps.
+        sample = records.sample[r]
+        if ct_samples.shape[0] > 0:
+            ct_sample = jnp.where(sample >= 0, ct_samples[jnp.maximum(sample, 0)], 0.0)
+            _, observe_vjp = jax.vjp(lambda p, s: as_model(p).observe(s), params, post)
+            g_observe, a_observe = observe_vjp(ct_sample)
+            adjoint = adjoint + a_observe
+            g_params = jax.tree.map(jnp.add, g_params, g_observe)
+
+        one_jump = lambda p, s: jump(p, s, spiked, delivered)
+        _, jump_vjp = jax.vjp(one_jump, params, pre)
+        g_jump, a_pre = jump_vjp(adjoint)
+        f_pre, f_post = field(params, t, pre), field(params, t, post)
+        _, jumped_f_pre = jax.jvp(lambda s: one_jump(params, s), (pre,), (f_pre[0],))
+        # The time cotangent c; after the last event nothing is integrated.
+        c = _dot((adjoint, *ct_acc), (jumped_f_pre, *f_pre[1:]))
+        c = c - jnp.where(r == records.count - 1, 0.0, _dot((adjoint, *ct_acc), f_post))
+        neurons = jnp.arange(n)
+        ct_spike = ct_spikes[neurons, jnp.minimum(slot, capacity - 1)]
+        c = c + pending + jnp.sum(jnp.where(spiked & (slot < capacity), ct_spike, 0.0))
+
+        g_t, g_state, g_condition = jax.grad(condition, argnums=(0, 1, 2))(t, pre, params)
+        slope = _dot(g_state, f_pre[0]) + g_t
+        factor = jnp.where(crossed, -c / jnp.where(crossed, slope, 1.0), 0.0)
+        a_pre = a_pre + factor * g_state
+        g_params = jax.tree.map(
+            lambda g, j, k: g + j + factor * k, g_params, g_jump, g_condition
+        )
+        # NOTE: inputs that arrive at the same time share one jump, so the time
+        # cotangent of the group goes to its first input, as the step gradient does.
+        to_input = ~crossed & ~records.tied[r] & (end > first)
+        if n_inputs > 0:
+            g_inputs = g_inputs.at[jnp.minimum(first, n_inputs - 1)].add(
+                jnp.where(to_input, c, 0.0)
+            )
+        pending = jnp.where(records.tied[r], c, 0.0)
+        return a_pre, g_params, g_inputs, pending
+
+    # One iteration applies the jumps of event `r` if the solve stands at it, then
+    # solves towards the event before for at most `steps_per_iteration` steps,
+    # which keeps vmapped lanes in step as in the forward loop.
+    def body(carry):
+        (r, at_event, t, state, adjoint, g_params, g_inputs, pending, dt_next,
+         segment_steps, failed) = carry
+        a_event, g_event, g_inputs_event, pending_event = apply_event(
+            r, adjoint, g_params, g_inputs, pending
+        )
+        select = lambda a, b: jax.tree.map(lambda x, y: jnp.where(at_event, x, y), a, b)
+        adjoint, g_params, g_inputs, pending = select(
+            (a_event, g_event, g_inputs_event, pending_event),
+            (adjoint, g_params, g_inputs, pending),
+        )
+        t = jnp.where(at_event, records.t[r], t)
+        state = jnp.where(at_event, records.pre[r], state)
+        segment_steps = jnp.where(at_event, 0, segment_steps)
+
+        t_before = jnp.where(r > 0, records.t[jnp.maximum(r - 1, 0)], 0.0)
+        t, state, adjoint, g_segment, paused, solve_failed, steps, dt_next = backsolve(
+            t, t_before, state, adjoint, dt_next
+        )
+        g_params = jax.tree.map(jnp.add, g_params, g_segment)
+        segment_steps = segment_steps + steps
+        # A segment took at most max_steps steps forwards; the adjoint gets slack.
+        too_long = paused & (segment_steps > 4 * config.max_steps)
+        return (
+            jnp.where(paused & ~too_long, r, r - 1), ~paused, t, state, adjoint, g_params,
+            g_inputs, pending, dt_next, segment_steps, failed | solve_failed | too_long,
+        )
+
+    count = records.count
+    last = jnp.maximum(count - 1, 0)
+    init = (
+        count - 1,
+        jnp.asarray(True),
+        records.t[last],
+        records.pre[last],
+        jnp.zeros_like(state0),
+        jax.tree.map(jnp.zeros_like, params),
+        jnp.zeros_like(input_times),
+        jnp.asarray(0.0, dtype),
+        jnp.asarray(records.dt, dtype),
+        jnp.asarray(0),
+        jnp.asarray(False),
+    )
+    final = jax.lax.while_loop(lambda carry: carry[0] >= 0, body, init)
+    adjoint, g_params, g_inputs, failed = final[4], final[5], final[6], final[10]
+    _, init_vjp = jax.vjp(lambda p: as_model(p).init_state(n).astype(dtype), params)
+    (g_init,) = init_vjp(adjoint)
+    g_params = jax.tree.map(jnp.add, g_params, g_init)
+
+    message = (
+        "An adjoint solve between two events of adjoint='event' needed more than "
+        "4 * SimulationConfig.max_steps steps or failed; increase max_steps or "
+        "loosen rtol/atol."
+    )
+    if config.errors == "raise":
+        g_inputs = eqx.error_if(g_inputs, failed, message)
+    else:
+        # A failed adjoint solve cannot report through the recorded failure code,
+        # which the forward pass has returned already: its gradients become NaN.
+        g_params, g_inputs = jax.tree.map(
+            lambda g: jnp.where(failed, jnp.nan, g), (g_params, g_inputs)
+        )
+    return g_params, g_inputs
 
 
 def run_independent_neurons(

@@ -142,7 +142,7 @@ def ours_config(settings: dict):
     from eventax_lab.config import SimulationConfig
 
     extra = {}
-    for name in ("steps_per_iteration", "check_peaks"):
+    for name in ("steps_per_iteration", "check_peaks", "adjoint", "max_steps"):
         if name in settings:
             extra[name] = settings[name]
     return SimulationConfig(
@@ -495,6 +495,13 @@ CONFIGURATIONS = [
      {**OURS_DEFAULT, "rtol": 1e-4, "atol": 1e-4, "check_peaks": False}),
     ("ours", "ours float32, rtol=atol=1e-6, steps_per_iteration=64 (one solve per segment)",
      {**OURS_DEFAULT, "steps_per_iteration": 64}),
+    ("ours", "ours float32, rtol=atol=1e-6, adjoint=event", {**OURS_DEFAULT, "adjoint": "event"}),
+    ("ours", "ours float32, rtol=atol=1e-6, adjoint=event, warm compile cache, EQX_ON_ERROR=nan",
+     {**OURS_DEFAULT, "adjoint": "event", "compile_cache": True, "eqx_on_error": "nan"}),
+    ("ours", "ours float32, rtol=atol=1e-3, adjoint=event",
+     {**OURS_DEFAULT, "rtol": 1e-3, "atol": 1e-3, "adjoint": "event"}),
+    ("ours", "ours float32, rtol=atol=3e-3, adjoint=event",
+     {**OURS_DEFAULT, "rtol": 3e-3, "atol": 3e-3, "adjoint": "event"}),
     ("peer", "peer float32, Euler dt=1e-2", {"dt": 1e-2}),
     ("peer", "peer float32, Euler dt=1e-3", {"dt": 1e-3}),
     ("peer", "peer float32, Euler dt=1e-4", {"dt": 1e-4}),

@@ -1,0 +1,229 @@
+"""The event adjoint (`SimulationConfig(adjoint="event")`) against closed forms,
+finite differences and the gradients through the solver steps."""
+
+import dataclasses
+import functools
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from eventax_lab.config import SimulationConfig
+from eventax_lab.network import make_feedforward, simulate_batch
+from eventax_lab.neurons import LIF, QIF, trainable_filter
+from eventax_lab.simulate import run_population
+
+TAU_MEM, TAU_SYN = 20.0, 5.0
+EVENT = SimulationConfig(
+    t_end=60.0, rtol=1e-10, atol=1e-10, root_rtol=1e-12, root_atol=1e-12, max_steps=4096,
+    adjoint="event",
+)
+STEPS = dataclasses.replace(EVENT, adjoint="recursive_checkpoint")
+
+
+def lif(n, n_sources, weight=None, **kwargs):
+    kwargs = {"tau_mem": TAU_MEM, "tau_syn": TAU_SYN, "threshold": 1.0, **kwargs}
+    model = LIF(n, n_sources, jax.random.PRNGKey(1), **kwargs)
+    if weight is not None:
+        model = eqx.tree_at(lambda m: m.weight, model, jnp.asarray(weight, float))
+    return model
+
+
+class VoltageJumpLIF(LIF):
+    """LIF whose input spikes also jump the voltage, so one input can cross threshold."""
+
+    def input_spike(self, y, from_idx, valid_mask):
+        jump = jnp.sum(jnp.where(valid_mask, self.weight[:, from_idx], 0.0), axis=1)
+        return y.at[:, 0].add(0.15 * jump).at[:, 1].add(jump)
+
+    def replace_weight(self, weight, bias):
+        return eqx.tree_at(
+            lambda m: (m.weight, m.bias), self,
+            (jnp.asarray(weight, float), jnp.full_like(self.bias, bias)),
+        )
+
+
+def finite_difference(fn, x, step):
+    """Return the central difference quotient of scalar `fn` at every entry of array `x`."""
+    x = np.asarray(x, float)
+    out = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        shift = np.zeros_like(x)
+        shift[index] = step
+        out[index] = (fn(x + shift) - fn(x - shift)) / (2 * step)
+    return out
+
+
+def test_bias_spike_gradient_closed_form():
+    # With V(0) = 0 and a constant current i > theta, V(t) = i (1 - exp(-t / tau_mem)),
+    # so the first spike is at t = tau_mem ln(i / (i - theta)).
+    def first_spike(bias):
+        model = eqx.tree_at(lambda m: m.bias, lif(1, 1), jnp.array([bias]))
+        return run_population(model, jnp.array([jnp.inf]), jnp.array([0]), EVENT).spike_times[0, 0]
+
+    bias = 1.7
+    expected = TAU_MEM / bias - TAU_MEM / (bias - 1.0)  # d/di of tau ln(i / (i - 1))
+    assert float(first_spike(bias)) == pytest.approx(TAU_MEM * np.log(bias / (bias - 1.0)), rel=1e-8)
+    assert float(jax.grad(first_spike)(bias)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_input_spike_gradients_implicit_function():
+    # One input at t_in with weight w: V(s) = w A (exp(-s / tau_mem) - exp(-s / tau_syn)),
+    # A = tau_syn / (tau_mem - tau_syn). The crossing V(t - t_in) = 1 gives, by the
+    # implicit function theorem, dt/dw = -V_w / V' and dt/dt_in = 1.
+    amplitude = TAU_SYN / (TAU_MEM - TAU_SYN)
+
+    def first_spike(weight, t_in):
+        model = lif(1, 1, weight=[[weight]])
+        result = run_population(model, jnp.array([t_in]), jnp.array([0]), EVENT)
+        return result.spike_times[0, 0]
+
+    weight, t_in = 8.0, 3.0
+    t = float(first_spike(weight, t_in))
+    s = t - t_in
+    shape = np.exp(-s / TAU_MEM) - np.exp(-s / TAU_SYN)
+    slope = weight * amplitude * (-np.exp(-s / TAU_MEM) / TAU_MEM + np.exp(-s / TAU_SYN) / TAU_SYN)
+    assert weight * amplitude * shape == pytest.approx(1.0, abs=1e-9)
+    d_weight, d_t_in = jax.grad(first_spike, argnums=(0, 1))(weight, t_in)
+    assert float(d_weight) == pytest.approx(-amplitude * shape / slope, rel=1e-6)
+    assert float(d_t_in) == pytest.approx(1.0, rel=1e-6)
+
+
+def population_loss(model, times, config, **kwargs):
+    """Weigh every recorded spike time, sample and integral differently, and sum."""
+    result = run_population(model, times, jnp.arange(times.shape[0]) % model.n_sources, config, **kwargs)
+    spikes = jnp.where(jnp.isfinite(result.spike_times), result.spike_times, 0.0)
+    weights = jnp.linspace(0.5, 1.5, spikes.size).reshape(spikes.shape)
+    loss = jnp.sum(weights * spikes)
+    if kwargs.get("sample_ts") is not None:
+        loss = loss + jnp.sum(jnp.sin(result.samples))
+    return loss + jnp.sum(result.integral) + 2.0 * jnp.sum(result.exp_integral)
+
+
+CASES = {
+    # Several spikes per neuron from a bias current, with samples and both integrals.
+    "repeated spikes, samples, integrals": (
+        lif(2, 3, weight=[[1.5, 2.0, 1.0], [0.5, 1.0, 2.5]], bias_init=1.3),
+        [2.0, 7.0, 20.5],
+        dict(sample_ts=jnp.array([4.0, 17.0, 33.0]), integrals=True, exp_lambda=0.05),
+    ),
+    # Input 0 lifts neuron 0 above threshold at once: a spike at the jump time.
+    "spike at an input jump": (
+        VoltageJumpLIF(2, 2, jax.random.PRNGKey(1), tau_mem=TAU_MEM, tau_syn=TAU_SYN)
+        .replace_weight([[8.0, 3.0], [2.0, 5.0]], bias=0.5),
+        [5.0, 12.0],
+        dict(sample_ts=jnp.array([30.0])),
+    ),
+    # Own spikes arrive at once as inputs of the other neurons.
+    "recurrent": (
+        lif(3, 5, weight=[[12.0, 5.0, -3.0, 0.0, -1.0], [1.0, 2.0, 8.0, -1.0, 0.0],
+                          [1.0, 0.5, 2.0, 8.0, -1.0]]),
+        [1.5, 3.0],
+        dict(recurrent=True),
+    ),
+    "stop after the first spike": (
+        lif(2, 3, weight=[[1.5, 2.0, 1.0], [0.5, 1.0, 2.5]], bias_init=1.3),
+        [2.0, 7.0, 20.5],
+        dict(stop_after_first_spike=True, integrals=True),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_population_gradients_finite_differences(case):
+    model, times, kwargs = CASES[case]
+    times = jnp.asarray(times)
+    counts = run_population(model, times, jnp.arange(times.shape[0]) % model.n_sources, EVENT, **kwargs).spike_counts
+    assert int(jnp.sum(counts)) >= 2, "the case must spike"
+    if case == "spike at an input jump":
+        at_jump = run_population(model, times, jnp.arange(2), EVENT, **kwargs).spike_times[0, 0]
+        assert float(at_jump) == pytest.approx(5.0)
+
+    grad = jax.jit(jax.grad(functools.partial(population_loss, config=EVENT, **kwargs), (0, 1)))
+    g_model, g_times = grad(model, times)
+    loss = jax.jit(functools.partial(population_loss, config=STEPS, **kwargs))
+
+    def loss_of_weight(weight):
+        return float(loss(eqx.tree_at(lambda m: m.weight, model, jnp.asarray(weight)), times))
+
+    def loss_of_times(values):
+        return float(loss(model, jnp.asarray(values)))
+
+    def loss_of_bias(bias):
+        return float(loss(eqx.tree_at(lambda m: m.bias, model, jnp.asarray(bias)), times))
+
+    # The loss is accurate to about 1e-10, so a step of 1e-4 keeps the rounding
+    # error of the quotient near 1e-6.
+    step = 1e-4
+    for analytic, numeric in (
+        (g_model.weight, finite_difference(loss_of_weight, model.weight, step)),
+        (g_model.bias, finite_difference(loss_of_bias, model.bias, step)),
+        (g_times, finite_difference(loss_of_times, times, step)),
+    ):
+        np.testing.assert_allclose(np.asarray(analytic), numeric, rtol=1e-5, atol=1e-5)
+
+
+def test_qif_network_gradients_finite_differences():
+    # The default model of the trainer: phase-form QIF, two layers, a batch of three.
+    # Its neurons start at their resting voltage, where the state does not move, so
+    # the adaptive controller takes steps of several ms. Differentiating those steps
+    # gives output-bias gradients about 0.2 % off; the adjoint solve has its own
+    # error control and does not share that error.
+    layer = dict(tau_mem=10.0, tau_syn=5.0, weight_mean=10.0, weight_std=2.0)
+    network = make_feedforward(QIF, [3, 6, 2], jax.random.PRNGKey(4), [layer, layer])
+    inputs = jnp.array([[[2.0], [9.0], [0.0]], [[14.0], [3.0], [0.0]], [[6.0], [6.5], [0.0]]])
+    params, static = eqx.partition(network, trainable_filter(network))
+
+    def loss(params, config):
+        recording = simulate_batch(eqx.combine(params, static), inputs, config)
+        times = jnp.where(jnp.isfinite(recording.first_spike_times), recording.first_spike_times, 60.0)
+        hidden = recording.spike_times[0]
+        hidden = jnp.where(jnp.isfinite(hidden), hidden, 0.0)
+        return jnp.sum(jnp.cos(times / 7.0)) + 0.01 * jnp.sum(hidden)
+
+    recording = simulate_batch(network, inputs, EVENT)
+    assert bool(jnp.all(jnp.isfinite(recording.first_spike_times))), "every output must spike"
+    grads = jax.jit(jax.grad(loss), static_argnums=1)(params, EVENT)
+    value = jax.jit(loss, static_argnums=1)
+    probes = [
+        (lambda p: p.layers[0].weight, (0, 0)),
+        (lambda p: p.layers[0].weight, (4, 1)),
+        (lambda p: p.layers[0].bias, (2,)),
+        (lambda p: p.layers[1].weight, (0, 3)),
+        (lambda p: p.layers[1].bias, (0,)),
+        (lambda p: p.layers[1].bias, (1,)),
+    ]
+    # Spike times are accurate to about 1e-9 here, so a step of 1e-3 keeps the
+    # rounding error of the quotient near 1e-6, above its truncation error.
+    step = 1e-3
+    for get, index in probes:
+        plus = eqx.tree_at(get, params, get(params).at[index].add(step))
+        minus = eqx.tree_at(get, params, get(params).at[index].add(-step))
+        numeric = (value(plus, EVENT) - value(minus, EVENT)) / (2 * step)
+        assert float(get(grads)[index]) == pytest.approx(float(numeric), rel=2e-5, abs=1e-6)
+
+
+def test_gradients_of_partial_arguments():
+    # The weights enter only through the input jumps and the bias only through the
+    # dynamics; both must still get their gradient when the other is held fixed.
+    model = lif(1, 2, weight=[[6.0, 4.0]], bias_init=0.2)
+    times = jnp.array([1.0, 4.0])
+
+    def first_spike(weight, bias):
+        m = eqx.tree_at(lambda m: (m.weight, m.bias), model, (weight, bias))
+        return run_population(m, times, jnp.arange(2), EVENT).spike_times[0, 0]
+
+    both = jax.grad(first_spike, argnums=(0, 1))(model.weight, model.bias)
+    only_weight = jax.grad(first_spike, argnums=0)(model.weight, model.bias)
+    only_bias = jax.grad(first_spike, argnums=1)(model.weight, model.bias)
+    np.testing.assert_allclose(only_weight, both[0], rtol=1e-12)
+    np.testing.assert_allclose(only_bias, both[1], rtol=1e-12)
+    assert float(jnp.abs(both[1][0])) > 0
+    assert float(jnp.min(jnp.abs(both[0]))) > 0
+
+
+def test_unknown_adjoint_names_choices():
+    with pytest.raises(ValueError, match="'event'"):
+        SimulationConfig(adjoint="eventprop")
