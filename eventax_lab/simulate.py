@@ -256,9 +256,9 @@ def _solve_end(sol: diffrax.Solution, t0, y0, direction: float = 1.0):
     accepted none. Its `t1` entry may be a rejected step: under vmap, diffrax
     root-finds every lane once any lane has an event.
 
-    **Returns:** `(paused, t, y, longest, is_accepted)`, with `longest` the length
-    of the longest accepted step (positive; `direction` is -1.0 for a solve
-    backwards in time) and `is_accepted` a mask over the saved steps.
+    **Returns:** `(paused, t, y, longest, is_accepted)`. `longest` is the length
+    of the longest accepted step, positive because `direction` is -1.0 for a
+    solve backwards in time. `is_accepted` is a mask over the saved steps.
     """
     paused = sol.result == diffrax.RESULTS.max_steps_reached
     (ts_end, ts_steps), (ys_end, ys_steps) = sol.ts, sol.ys
@@ -560,7 +560,6 @@ def _event_loop(
         body,
         init,
         max_steps=max_events,
-        # The event adjoint does not differentiate this loop.
         # The event adjoint does not differentiate this loop. Otherwise, one
         # checkpoint per event and per typical pause; a loop that runs longer
         # recomputes some iterations in the backward pass instead of storing them.
@@ -644,7 +643,7 @@ def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sa
     """
     model, input_times = diff
     config = options.config
-    # Only the perturbed leaves get gradients; the rest of the model is constant.
+    # Only the perturbed leaves get gradients. The rest of the model is constant.
     params, static = eqx.partition(model, perturbed[0])
     n, dtype = model.n_neurons, input_times.dtype
     n_inputs, capacity = input_times.shape[0], config.max_spikes
@@ -693,18 +692,17 @@ def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sa
     )
     state_size = state0.size
 
-    def with_read(flat):
+    def merge(flat, others):
+        """Return the parameter tree with the read leaves from `flat`, the rest from `others`."""
         values = iter(unravel_read(flat))
-        return jax.tree.unflatten(
-            treedef, [next(values) if is_read else leaf for leaf, is_read in zip(leaves, read)]
-        )
+        merged = [next(values) if is_read else other for other, is_read in zip(others, read)]
+        return jax.tree.unflatten(treedef, merged)
+
+    def with_read(flat):
+        return merge(flat, leaves)
 
     def read_gradients(flat):
-        values = iter(unravel_read(flat))
-        return jax.tree.unflatten(
-            treedef,
-            [next(values) if is_read else jnp.zeros_like(leaf) for leaf, is_read in zip(leaves, read)],
-        )
+        return merge(flat, [jnp.zeros_like(leaf) for leaf in leaves])
 
     def augmented(t, z, args):
         state = z[:state_size].reshape(state0.shape)
@@ -717,7 +715,8 @@ def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sa
     if config.step_size == "constant":
         controller = diffrax.ConstantStepSize()
     else:
-        # The parameter-gradient integrals are quadratures: they do not feed back.
+        # The parameter-gradient integrals are quadratures that feed nothing back,
+        # so the error norm leaves them out.
         controller = diffrax.PIDController(
             rtol=config.rtol, atol=config.atol, dtmax=config.max_step,
             norm=lambda z: optx.rms_norm(z[: 2 * state_size]),
@@ -773,7 +772,8 @@ def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sa
         g_jump, a_pre = jump_vjp(adjoint)
         f_pre, f_post = field(params, t, pre), field(params, t, post)
         _, jumped_f_pre = jax.jvp(lambda s: one_jump(params, s), (pre,), (f_pre[0],))
-        # The time cotangent c; after the last event nothing is integrated.
+        # The time cotangent c. After the last event nothing is integrated, so the
+        # last event has no f+ term.
         c = _dot((adjoint, *ct_acc), (jumped_f_pre, *f_pre[1:]))
         c = c - jnp.where(r == records.count - 1, 0.0, _dot((adjoint, *ct_acc), f_post))
         neurons = jnp.arange(n)
@@ -797,9 +797,9 @@ def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sa
         pending = jnp.where(records.tied[r], c, 0.0)
         return a_pre, g_params, g_inputs, pending
 
-    # One iteration applies the jumps of event `r` if the solve stands at it, then
-    # solves towards the event before for at most `steps_per_iteration` steps,
-    # which keeps vmapped lanes in step as in the forward loop.
+    # One iteration applies the jumps of event `r` if the solve is at that event.
+    # It then solves towards the event before for at most `steps_per_iteration`
+    # steps, which keeps vmapped lanes in step as in the forward loop.
     def body(carry):
         (r, at_event, t, state, adjoint, g_params, g_inputs, pending, dt_next,
          segment_steps, failed) = carry

@@ -206,8 +206,8 @@ def test_qif_network_gradients_finite_differences():
 
 
 def test_gradients_of_partial_arguments():
-    # The weights enter only through the input jumps and the bias only through the
-    # dynamics; both must still get their gradient when the other is held fixed.
+    # The weights enter only through the input jumps, and the bias only through the
+    # dynamics. Each must still get its gradient when the other is held fixed.
     model = lif(1, 2, weight=[[6.0, 4.0]], bias_init=0.2)
     times = jnp.array([1.0, 4.0])
 
