@@ -98,6 +98,21 @@ class _Carry(NamedTuple):
     records: Any  # _Records for the event adjoint, else None
 
 
+# The most inputs one event-loop iteration delivers. The jumps read only these,
+# so an iteration costs the same for 5 input slots as for 5000. More inputs at
+# one time arrive over several iterations.
+INPUT_WINDOW = 32
+
+
+def _input_window(input_sources: Int[Array, " m"], first: Int[Array, ""], window: int):
+    """Return the indices `first .. first + window - 1` (clamped), their sources and validity."""
+    n_inputs = input_sources.shape[0]
+    index = first + jnp.arange(window)
+    valid = index < n_inputs
+    index = jnp.minimum(index, max(n_inputs - 1, 0))
+    return index, input_sources[index], valid
+
+
 def _next_time(times: Float[Array, " m"], index: Int[Array, ""]) -> Float[Array, ""]:
     """Return `times[index]`, or inf once `index` has run past the end."""
     if times.shape[0] == 0:
@@ -423,10 +438,11 @@ def _event_loop(
         t_sample = _next_time(sample_ts, carry.next_sample)
         t_target = jnp.minimum(jnp.minimum(jnp.minimum(t_input, t_sample), t_end), carry.t_cap)
 
-        # An input jump may have left neurons at or above threshold: they spike now.
+        # An input jump may have left neurons at or above threshold: they spike now,
+        # once every input due at this time has arrived.
         condition_now = model.spike_condition(carry.t, state)
         above_now = condition_now >= 0
-        spike_now = jnp.any(above_now)
+        spike_now = jnp.any(above_now) & (t_input > carry.t)
 
         t_solve_end = jnp.where(spike_now, carry.t, t_target)
         t_new, y_new, event_happened, paused, failed, steps, dt_next, t_peak = solve(
@@ -466,10 +482,18 @@ def _event_loop(
             own_sources = model.n_sources - n + jnp.arange(n)
             state_new = model.input_spike(state_new, own_sources, spiked)
 
-        # Without a spike, pause or redo, the solve reached t_target: deliver the inputs due then.
+        # Without a spike, pause or redo, the solve reached t_target: deliver the
+        # inputs due then, at most `window` of them. More inputs at the same time
+        # arrive in the next iterations, before any spike at that time.
         arrived = ~any_spike & ~paused & ~redo
-        delivered = arrived & (t_target == t_input) & (input_times == t_input)
-        state_new = model.input_spike(state_new, input_sources, delivered)
+        window_index, window_sources, in_window = _input_window(
+            input_sources, carry.next_input, window
+        )
+        delivered = (
+            arrived & (t_target == t_input) & in_window
+            & (input_times[window_index] == t_input)
+        )
+        state_new = model.input_spike(state_new, window_sources, delivered)
         next_input = carry.next_input + jnp.sum(delivered)
 
         take_sample = arrived & (t_target == t_sample) & (carry.next_sample < n_samples)
@@ -514,6 +538,7 @@ def _event_loop(
         )
 
 
+    window = min(n_inputs, INPUT_WINDOW)
     spikes_possible = n * capacity if options.recurrent else capacity
     # Every segment between two events may pause up to ceil(max_steps / steps) times.
     n_segments = n_inputs + n_samples + spikes_possible + 2
@@ -672,12 +697,12 @@ def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sa
     def field(p, t, state):
         return _vector_field(as_model(p), options, t, state)
 
-    def jump(p, state, spiked, delivered):
+    def jump(p, state, spiked, sources, delivered):
         m = as_model(p)
         state = m.reset_spiked(state, spiked)
         if options.recurrent:
             state = m.input_spike(state, m.n_sources - n + jnp.arange(n), spiked)
-        return m.input_spike(state, input_sources, delivered)
+        return m.input_spike(state, sources, delivered)
 
     def condition(t, state, p):
         return jnp.max(as_model(p).spike_condition(t, state))
@@ -740,34 +765,49 @@ def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sa
         paused, t_reached, z, longest, is_accepted = _solve_end(sol, t_later, z0, direction=-1.0)
         state = z[:state_size].reshape(state0.shape)
         adjoint = z[state_size : 2 * state_size].reshape(state0.shape)
-        g_params = read_gradients(z[2 * state_size :])
+        g_read = z[2 * state_size :]
         # A zero-length solve takes no step, so it keeps the trial step.
         dt_next = jnp.where(
             is_accepted[0], longest, jnp.where(t_later == t_earlier, dt_first, 0.1 * dt_first)
         )
         failed = ~paused & (sol.result != diffrax.RESULTS.successful)
         steps = sol.stats["num_steps"]
-        return t_reached, state, adjoint, g_params, paused, failed, steps, dt_next
+        return t_reached, state, adjoint, g_read, paused, failed, steps, dt_next
 
-    input_index = jnp.arange(n_inputs)
+    window = min(n_inputs, INPUT_WINDOW)
 
-    def apply_event(r, adjoint, g_params, g_inputs, pending):
-        """Carry the adjoint back across the jumps of event `r`; return it before them."""
+    def apply_event(r, at_event, adjoint, g_params, pending):
+        """Carry the adjoint back across the jumps of event `r`, to just before them.
+
+        Where `at_event` is false, the lane is between events. It then returns
+        its arguments and adds nothing to `g_params`, because the cotangents are
+        masked, which costs less than selecting between two parameter trees.
+
+        **Returns:** `(adjoint, g_params, pending, c_input)`: the adjoint before the
+        jumps, the parameter gradient, the time cotangent passed to the event
+        before (a tied spike), and the one passed to input `first_input[r]`.
+        """
+        adjoint_after, pending_after = adjoint, pending
+        adjoint = jnp.where(at_event, adjoint, 0.0)
         t, pre, post = records.t[r], records.pre[r], records.post[r]
         spiked, slot, crossed = records.spiked[r], records.slot[r], records.crossed[r]
         first, end = records.first_input[r], records.end_input[r]
-        delivered = (input_index >= first) & (input_index < end)
+        # The forward loop delivered the inputs first .. end - 1, at most `window` of them.
+        _, window_sources, _ = _input_window(input_sources, first, window)
+        delivered = first + jnp.arange(window) < end
 
         # A sample taken at this event reads the state after its jumps.
         sample = records.sample[r]
         if ct_samples.shape[0] > 0:
-            ct_sample = jnp.where(sample >= 0, ct_samples[jnp.maximum(sample, 0)], 0.0)
+            ct_sample = jnp.where(
+                at_event & (sample >= 0), ct_samples[jnp.maximum(sample, 0)], 0.0
+            )
             _, observe_vjp = jax.vjp(lambda p, s: as_model(p).observe(s), params, post)
             g_observe, a_observe = observe_vjp(ct_sample)
             adjoint = adjoint + a_observe
             g_params = jax.tree.map(jnp.add, g_params, g_observe)
 
-        one_jump = lambda p, s: jump(p, s, spiked, delivered)
+        one_jump = lambda p, s: jump(p, s, spiked, window_sources, delivered)
         _, jump_vjp = jax.vjp(one_jump, params, pre)
         g_jump, a_pre = jump_vjp(adjoint)
         f_pre, f_post = field(params, t, pre), field(params, t, post)
@@ -779,6 +819,7 @@ def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sa
         neurons = jnp.arange(n)
         ct_spike = ct_spikes[neurons, jnp.minimum(slot, capacity - 1)]
         c = c + pending + jnp.sum(jnp.where(spiked & (slot < capacity), ct_spike, 0.0))
+        c = jnp.where(at_event, c, 0.0)
 
         g_t, g_state, g_condition = jax.grad(condition, argnums=(0, 1, 2))(t, pre, params)
         slope = _dot(g_state, f_pre[0]) + g_t
@@ -790,27 +831,24 @@ def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sa
         # NOTE: inputs that arrive at the same time share one jump, so the time
         # cotangent of the group goes to its first input, as the step gradient does.
         to_input = ~crossed & ~records.tied[r] & (end > first)
-        if n_inputs > 0:
-            g_inputs = g_inputs.at[jnp.minimum(first, n_inputs - 1)].add(
-                jnp.where(to_input, c, 0.0)
-            )
-        pending = jnp.where(records.tied[r], c, 0.0)
-        return a_pre, g_params, g_inputs, pending
+        a_pre = jnp.where(at_event, a_pre, adjoint_after)
+        pending = jnp.where(at_event, jnp.where(records.tied[r], c, 0.0), pending_after)
+        return a_pre, g_params, pending, jnp.where(to_input, c, 0.0)
 
     # One iteration applies the jumps of event `r` if the solve is at that event.
     # It then solves towards the event before for at most `steps_per_iteration`
     # steps, which keeps vmapped lanes in step as in the forward loop.
     def body(carry):
-        (r, at_event, t, state, adjoint, g_params, g_inputs, pending, dt_next,
+        (r, at_event, t, state, adjoint, g_params, g_read, g_inputs, pending, dt_next,
          segment_steps, failed) = carry
-        a_event, g_event, g_inputs_event, pending_event = apply_event(
-            r, adjoint, g_params, g_inputs, pending
+        adjoint, g_params, pending, c_input = apply_event(
+            r, at_event, adjoint, g_params, pending
         )
-        select = lambda a, b: jax.tree.map(lambda x, y: jnp.where(at_event, x, y), a, b)
-        adjoint, g_params, g_inputs, pending = select(
-            (a_event, g_event, g_inputs_event, pending_event),
-            (adjoint, g_params, g_inputs, pending),
-        )
+        if n_inputs > 0:
+            # One element, not a select over all inputs: an iteration's cost stays
+            # independent of the input count.
+            first = jnp.minimum(records.first_input[r], n_inputs - 1)
+            g_inputs = g_inputs.at[first].add(c_input)
         t = jnp.where(at_event, records.t[r], t)
         state = jnp.where(at_event, records.pre[r], state)
         segment_steps = jnp.where(at_event, 0, segment_steps)
@@ -819,13 +857,13 @@ def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sa
         t, state, adjoint, g_segment, paused, solve_failed, steps, dt_next = backsolve(
             t, t_before, state, adjoint, dt_next
         )
-        g_params = jax.tree.map(jnp.add, g_params, g_segment)
+        g_read = g_read + g_segment
         segment_steps = segment_steps + steps
         # A segment took at most max_steps steps forwards; the adjoint gets slack.
         too_long = paused & (segment_steps > 4 * config.max_steps)
         return (
             jnp.where(paused & ~too_long, r, r - 1), ~paused, t, state, adjoint, g_params,
-            g_inputs, pending, dt_next, segment_steps, failed | solve_failed | too_long,
+            g_read, g_inputs, pending, dt_next, segment_steps, failed | solve_failed | too_long,
         )
 
     count = records.count
@@ -837,6 +875,7 @@ def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sa
         records.pre[last],
         jnp.zeros_like(state0),
         jax.tree.map(jnp.zeros_like, params),
+        jnp.zeros(flat_read.shape, dtype),
         jnp.zeros_like(input_times),
         jnp.asarray(0.0, dtype),
         jnp.asarray(records.dt, dtype),
@@ -844,7 +883,8 @@ def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sa
         jnp.asarray(False),
     )
     final = jax.lax.while_loop(lambda carry: carry[0] >= 0, body, init)
-    adjoint, g_params, g_inputs, failed = final[4], final[5], final[6], final[10]
+    adjoint, g_params, g_read, g_inputs, failed = final[4], final[5], final[6], final[7], final[11]
+    g_params = jax.tree.map(jnp.add, g_params, read_gradients(g_read))
     _, init_vjp = jax.vjp(lambda p: as_model(p).init_state(n).astype(dtype), params)
     (g_init,) = init_vjp(adjoint)
     g_params = jax.tree.map(jnp.add, g_params, g_init)

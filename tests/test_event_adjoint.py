@@ -13,7 +13,7 @@ import pytest
 from eventax_lab.config import SimulationConfig
 from eventax_lab.network import make_feedforward, simulate_batch
 from eventax_lab.neurons import LIF, QIF, trainable_filter
-from eventax_lab.simulate import run_population
+from eventax_lab.simulate import INPUT_WINDOW, run_population
 
 TAU_MEM, TAU_SYN = 20.0, 5.0
 EVENT = SimulationConfig(
@@ -203,6 +203,50 @@ def test_qif_network_gradients_finite_differences():
         minus = eqx.tree_at(get, params, get(params).at[index].add(-step))
         numeric = (value(plus, EVENT) - value(minus, EVENT)) / (2 * step)
         assert float(get(grads)[index]) == pytest.approx(float(numeric), rel=2e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("adjoint", ["event", "recursive_checkpoint"])
+def test_inputs_beyond_one_window_act_as_one_input(adjoint):
+    # More inputs at one time than one loop iteration delivers arrive over three
+    # iterations. They must act as one input of their summed weight: all arrive
+    # before the spike their jump causes. The first window alone lifts the voltage
+    # above threshold (0.15 * 7.7 > 1), so a spike between windows, with the reset
+    # to 0, would change every later spike time.
+    config = dataclasses.replace(EVENT, adjoint=adjoint)
+    n_inputs = 2 * INPUT_WINDOW + 6
+    weights = np.linspace(0.3, 0.02, n_inputs)
+    assert 0.15 * weights[:INPUT_WINDOW].sum() > 1.0
+
+    def make(weight):
+        n_sources = len(weight)
+        return VoltageJumpLIF(
+            1, n_sources, jax.random.PRNGKey(1), tau_mem=TAU_MEM, tau_syn=TAU_SYN,
+            reset_mode="value",
+        ).replace_weight([weight], bias=0.5)
+
+    def loss(model, times):
+        result = run_population(
+            model, times, jnp.arange(times.shape[0]), config, sample_ts=jnp.array([30.0])
+        )
+        spikes = jnp.where(jnp.isfinite(result.spike_times), result.spike_times, 0.0)
+        coefficients = jnp.linspace(0.5, 1.5, spikes.size).reshape(spikes.shape)
+        return jnp.sum(coefficients * spikes) + jnp.sum(jnp.sin(result.samples)), result
+
+    many, one = make(weights), make([weights.sum()])
+    many_times, one_time = jnp.full((n_inputs,), 5.0), jnp.array([5.0])
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))
+    (g_many, g_many_times), many_result = grad(many, many_times)
+    (g_one, g_one_time), one_result = grad(one, one_time)
+
+    assert int(one_result.spike_counts[0]) >= 3
+    assert float(one_result.spike_times[0, 0]) == pytest.approx(5.0)
+    np.testing.assert_allclose(many_result.spike_times, one_result.spike_times, rtol=1e-9)
+    np.testing.assert_allclose(many_result.samples, one_result.samples, rtol=1e-9)
+    # The jump reads the weights only through their sum.
+    np.testing.assert_allclose(g_many.weight, np.full((1, n_inputs), g_one.weight[0, 0]), rtol=1e-6)
+    np.testing.assert_allclose(g_many.bias, g_one.bias, rtol=1e-6)
+    # Shifting every input time together shifts the one input.
+    assert float(jnp.sum(g_many_times)) == pytest.approx(float(g_one_time[0]), rel=1e-6)
 
 
 def test_gradients_of_partial_arguments():

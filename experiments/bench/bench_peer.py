@@ -142,7 +142,7 @@ def ours_config(settings: dict):
     from eventax_lab.config import SimulationConfig
 
     extra = {}
-    for name in ("steps_per_iteration", "check_peaks", "adjoint", "max_steps"):
+    for name in ("steps_per_iteration", "check_peaks", "adjoint", "max_steps", "errors", "root_finder", "solver"):
         if name in settings:
             extra[name] = settings[name]
     return SimulationConfig(
@@ -498,6 +498,8 @@ CONFIGURATIONS = [
     ("ours", "ours float32, rtol=atol=1e-6, adjoint=event", {**OURS_DEFAULT, "adjoint": "event"}),
     ("ours", "ours float32, rtol=atol=1e-6, adjoint=event, warm compile cache, EQX_ON_ERROR=nan",
      {**OURS_DEFAULT, "adjoint": "event", "compile_cache": True, "eqx_on_error": "nan"}),
+    ("ours", "ours float32, rtol=atol=1e-4, adjoint=event",
+     {**OURS_DEFAULT, "rtol": 1e-4, "atol": 1e-4, "adjoint": "event"}),
     ("ours", "ours float32, rtol=atol=1e-3, adjoint=event",
      {**OURS_DEFAULT, "rtol": 1e-3, "atol": 1e-3, "adjoint": "event"}),
     ("ours", "ours float32, rtol=atol=3e-3, adjoint=event",
