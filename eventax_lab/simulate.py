@@ -113,6 +113,15 @@ def _input_window(input_sources: Int[Array, " m"], first: Int[Array, ""], window
     return index, input_sources[index], valid
 
 
+def _earlier(a: Float[Array, ""], b: Float[Array, ""]) -> Float[Array, ""]:
+    """Return the earlier time, and `a` at a tie.
+
+    Unlike `jnp.minimum`, which splits the gradient of a tie in halves, this
+    gives it all to `a`: an input spike at a sample time keeps its whole gradient.
+    """
+    return jnp.where(a <= b, a, b)
+
+
 def _next_time(times: Float[Array, " m"], index: Int[Array, ""]) -> Float[Array, ""]:
     """Return `times[index]`, or inf once `index` has run past the end."""
     if times.shape[0] == 0:
@@ -333,6 +342,9 @@ def _event_loop(
         else:
             # Step sizes are not differentiated, as in diffrax's own controllers.
             dt0 = jax.lax.stop_gradient(dt_first)
+            # A first step ending exactly at t1 ties diffrax's clip of the step to
+            # t1, which would split t1's gradient (an input time's) with the step.
+            dt0 = jnp.where(t0 + dt0 == t1, 2.0 * dt0, dt0)
         sol = diffrax.diffeqsolve(
             term, solver, t0, t1, dt0, y,
             # The steps' ends give the last accepted state of a paused solve.
@@ -436,7 +448,7 @@ def _event_loop(
         state = carry.y[0]
         t_input = _next_time(input_times, carry.next_input)
         t_sample = _next_time(sample_ts, carry.next_sample)
-        t_target = jnp.minimum(jnp.minimum(jnp.minimum(t_input, t_sample), t_end), carry.t_cap)
+        t_target = _earlier(_earlier(_earlier(t_input, t_sample), t_end), carry.t_cap)
 
         # An input jump may have left neurons at or above threshold: they spike now,
         # once every input due at this time has arrived.

@@ -116,6 +116,21 @@ def test_weighted_input_spike_time_and_gradient():
     assert dt_dw == pytest.approx(expected_grad, rel=1e-6)
 
 
+@pytest.mark.parametrize("t_in", [3.0, TIGHT.dt], ids=["at a sample time", "at the first step's end"])
+def test_tied_input_time_keeps_gradient(t_in):
+    # One input and a resting start: the trajectory moves with the input, so the
+    # spike time's derivative with respect to the input time is 1. An input at a
+    # sample time, or where the first trial step ends, must keep all of it.
+    def spike_time(t_in):
+        model = with_weight(lif(), 8.0)
+        result = run_population(
+            model, jnp.array([t_in]), jnp.array([0]), TIGHT, sample_ts=jnp.array([3.0, 20.0])
+        )
+        return result.spike_times[0, 0]
+
+    assert float(jax.grad(spike_time)(t_in)) == pytest.approx(1.0, rel=1e-8)
+
+
 def test_crossing_inside_a_long_step_is_root_found():
     # Loose tolerances let the solver take steps several ms long, so the spike time
     # must come from the root find on the step's interpolant, not from the step end.
