@@ -17,7 +17,7 @@ from .neurons.base import NeuronModel
 
 
 # Bits of a simulation's failure code, each with the error it raises.
-SPIKE_OVERFLOW, OUT_OF_STEPS, SOLVER_FAILED, OUT_OF_EVENTS = 1, 2, 4, 8
+SPIKE_OVERFLOW, OUT_OF_STEPS, SOLVER_FAILED, OUT_OF_EVENTS, INVALID_INPUT = 1, 2, 4, 8, 16
 FAILURE_MESSAGES = {
     SPIKE_OVERFLOW: (
         "A neuron spiked more than SimulationConfig.max_spikes times; increase "
@@ -36,6 +36,11 @@ FAILURE_MESSAGES = {
     OUT_OF_EVENTS: (
         "The event loop did not reach t_end within SimulationConfig.max_events "
         "iterations; increase max_events or set it to None."
+    ),
+    INVALID_INPUT: (
+        "An input spike time was negative or NaN, and the simulation ran without "
+        "inputs. Input spike times must lie in [0, inf], with inf for no spike; "
+        "check the data's spike encoding."
     ),
 }
 
@@ -98,9 +103,10 @@ class _Carry(NamedTuple):
     records: Any  # _Records for the event adjoint, else None
 
 
-# The most inputs one event-loop iteration delivers. The jumps read only these,
-# so an iteration costs the same for 5 input slots as for 5000. More inputs at
-# one time arrive over several iterations.
+# The maximum number of inputs one event-loop iteration delivers to a model with
+# `additive_inputs`. The jumps read only these, so an iteration costs the same
+# for 5 input slots as for 5000. More inputs at one time arrive over several
+# iterations.
 INPUT_WINDOW = 32
 
 
@@ -242,10 +248,16 @@ def run_population(
         config, bool(recurrent), bool(integrals), integral_channels, float(exp_lambda),
         bool(stop_after_first_spike),
     )
+    # A negative or NaN time would send a solve backwards or nowhere, with an
+    # error that names neither. Such a simulation runs without inputs instead.
+    invalid_input = jnp.any(jnp.isnan(input_times) | (input_times < 0))
+    input_times = jnp.where(invalid_input, jnp.inf, input_times)
     if config.adjoint == "event":
         result = _event_adjoint((model, input_times), input_sources, sample_ts, options)
     else:
         result = _result(_event_loop(model, input_times, input_sources, sample_ts, options)[0])
+    failures = result.failures | (INVALID_INPUT * invalid_input).astype(result.failures.dtype)
+    result = result._replace(failures=failures)
     if config.errors == "raise":
         spike_times = result.spike_times
         for bit, message in FAILURE_MESSAGES.items():
@@ -496,7 +508,7 @@ def _event_loop(
 
         # Without a spike, pause or redo, the solve reached t_target: deliver the
         # inputs due then, at most `window` of them. More inputs at the same time
-        # arrive in the next iterations, before any spike at that time.
+        # arrive in the next iterations, before any spike, sample or end at that time.
         arrived = ~any_spike & ~paused & ~redo
         window_index, window_sources, in_window = _input_window(
             input_sources, carry.next_input, window
@@ -507,8 +519,9 @@ def _event_loop(
         )
         state_new = model.input_spike(state_new, window_sources, delivered)
         next_input = carry.next_input + jnp.sum(delivered)
+        all_arrived = arrived & (_next_time(input_times, next_input) > t_target)
 
-        take_sample = arrived & (t_target == t_sample) & (carry.next_sample < n_samples)
+        take_sample = all_arrived & (t_target == t_sample) & (carry.next_sample < n_samples)
         samples = carry.samples
         if n_samples > 0:
             sample_slot = jnp.minimum(carry.next_sample, n_samples - 1)
@@ -517,7 +530,7 @@ def _event_loop(
             )
         next_sample = carry.next_sample + take_sample.astype(carry.next_sample.dtype)
 
-        done = arrived & (t_target >= t_end)
+        done = all_arrived & (t_target >= t_end)
         if options.stop_after_first_spike:
             done = done | (jnp.all(spike_counts >= 1) & (next_sample >= n_samples))
 
@@ -550,7 +563,7 @@ def _event_loop(
         )
 
 
-    window = min(n_inputs, INPUT_WINDOW)
+    window = min(n_inputs, INPUT_WINDOW) if model.additive_inputs else n_inputs
     spikes_possible = n * capacity if options.recurrent else capacity
     # Every segment between two events may pause up to ceil(max_steps / steps) times.
     n_segments = n_inputs + n_samples + spikes_possible + 2
@@ -786,7 +799,7 @@ def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sa
         steps = sol.stats["num_steps"]
         return t_reached, state, adjoint, g_read, paused, failed, steps, dt_next
 
-    window = min(n_inputs, INPUT_WINDOW)
+    window = min(n_inputs, INPUT_WINDOW) if model.additive_inputs else n_inputs
 
     def apply_event(r, at_event, adjoint, g_params, pending):
         """Carry the adjoint back across the jumps of event `r`, to just before them.

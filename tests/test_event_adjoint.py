@@ -12,7 +12,7 @@ import pytest
 
 from eventax_lab.config import SimulationConfig
 from eventax_lab.network import make_feedforward, simulate_batch
-from eventax_lab.neurons import LIF, QIF, trainable_filter
+from eventax_lab.neurons import EGRU, LIF, QIF, trainable_filter
 from eventax_lab.simulate import INPUT_WINDOW, run_population
 
 TAU_MEM, TAU_SYN = 20.0, 5.0
@@ -211,7 +211,8 @@ def test_inputs_beyond_one_window_act_as_one_input(adjoint):
     # iterations. They must act as one input of their summed weight: all arrive
     # before the spike their jump causes. The first window alone lifts the voltage
     # above threshold (0.15 * 7.7 > 1), so a spike between windows, with the reset
-    # to 0, would change every later spike time.
+    # to 0, would change every later spike time. The sample at the inputs' time
+    # must see all of them.
     config = dataclasses.replace(EVENT, adjoint=adjoint)
     n_inputs = 2 * INPUT_WINDOW + 6
     weights = np.linspace(0.3, 0.02, n_inputs)
@@ -226,7 +227,7 @@ def test_inputs_beyond_one_window_act_as_one_input(adjoint):
 
     def loss(model, times):
         result = run_population(
-            model, times, jnp.arange(times.shape[0]), config, sample_ts=jnp.array([30.0])
+            model, times, jnp.arange(times.shape[0]), config, sample_ts=jnp.array([5.0, 30.0])
         )
         spikes = jnp.where(jnp.isfinite(result.spike_times), result.spike_times, 0.0)
         coefficients = jnp.linspace(0.5, 1.5, spikes.size).reshape(spikes.shape)
@@ -247,6 +248,39 @@ def test_inputs_beyond_one_window_act_as_one_input(adjoint):
     np.testing.assert_allclose(g_many.bias, g_one.bias, rtol=1e-6)
     # Shifting every input time together shifts the one input.
     assert float(jnp.sum(g_many_times)) == pytest.approx(float(g_one_time[0]), rel=1e-6)
+
+
+def test_egru_simultaneous_inputs_arrive_in_one_jump():
+    # EGRU's candidate jump is scaled by the reset gate before the event, which
+    # the gate jump of the same event changes, so its inputs at one time must
+    # arrive in one call: 70 inputs act as one input of their summed weights.
+    n_inputs = 2 * INPUT_WINDOW + 6
+    assert not EGRU.additive_inputs
+    key_u, key_r, key_z = jax.random.split(jax.random.PRNGKey(3), 3)
+    weights = {
+        "weight_u": jax.random.normal(key_u, (1, n_inputs)) * 0.3,
+        "weight_r": jax.random.normal(key_r, (1, n_inputs)) * 0.3 + 0.1,
+        "weight_z": jax.random.normal(key_z, (1, n_inputs)) * 0.3 + 0.2,
+    }
+
+    def make(summed):
+        model = EGRU(1, 1 if summed else n_inputs, jax.random.PRNGKey(0), threshold=0.3)
+        values = {k: jnp.sum(v, axis=1, keepdims=True) if summed else v for k, v in weights.items()}
+        return eqx.tree_at(
+            lambda m: (m.weight_u, m.weight_r, m.weight_z), model,
+            (values["weight_u"], values["weight_r"], values["weight_z"]),
+        )
+
+    def run(model, times):
+        return run_population(
+            model, times, jnp.arange(times.shape[0]), EVENT, sample_ts=jnp.array([6.0, 20.0])
+        )
+
+    many = run(make(False), jnp.full((n_inputs,), 6.0))
+    one = run(make(True), jnp.array([6.0]))
+    assert int(one.spike_counts[0]) >= 1
+    np.testing.assert_allclose(many.samples, one.samples, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(many.spike_times, one.spike_times, rtol=1e-9)
 
 
 def test_gradients_of_partial_arguments():

@@ -15,6 +15,7 @@ from eventax_lab.config import SimulationConfig
 from eventax_lab.neurons import LIF
 from eventax_lab.network import make_feedforward, simulate_batch
 from eventax_lab.simulate import (
+    INVALID_INPUT,
     OUT_OF_EVENTS,
     SPIKE_OVERFLOW,
     SimulationError,
@@ -240,6 +241,21 @@ def test_recorded_failure_raises_outside_jit():
     assert int(result.failures) == SPIKE_OVERFLOW
     with pytest.raises(SimulationError, match="max_spikes"):
         raise_failures(result.failures)
+
+
+@pytest.mark.parametrize("bad_time", [-5.0, jnp.nan])
+def test_invalid_input_time_is_reported(bad_time):
+    times, sources = jnp.array([bad_time, 2.0]), jnp.array([0, 0])
+    model = with_weight(lif(bias_init=1.5), 8.0)
+    recorded = jax.jit(
+        lambda t: run_population(model, t, sources, dataclasses.replace(TIGHT, errors="record"))
+    )(times)
+    assert int(recorded.failures) == INVALID_INPUT
+    # The simulation runs without inputs: the bias alone sets the first spike time.
+    expected = TAU_MEM * np.log(1.5 / (1.5 - THRESHOLD))
+    assert float(recorded.spike_times[0, 0]) == pytest.approx(expected, rel=1e-8)
+    with pytest.raises(Exception, match="negative or NaN"):
+        jax.block_until_ready(run_population(model, times, sources, TIGHT).spike_times)
 
 
 def test_recorded_failures_merge_per_sample():

@@ -1,6 +1,6 @@
 """Adaptive leaky integrate-and-fire neuron: LIF with a spike-triggered threshold increase."""
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -49,6 +49,9 @@ class ALIF(NeuronModel):
     adaptation_increment: Float[Array, " n_neurons"] = setting()
     v_reset: Float[Array, " n_neurons"] = setting()
     reset_mode: Literal["subtract", "value"] = eqx.field(static=True, default="subtract")
+
+    # Each input adds its weight to a current, so simultaneous inputs may arrive in parts.
+    additive_inputs: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -51,6 +51,13 @@ class NeuronModel(eqx.Module):
     # Indices of `observe` channels that diverge (a QIF voltage at each spike), which
     # voltage readouts must not integrate or maximise.
     unbounded_observables: ClassVar[tuple[int, ...]] = ()
+    # True when `input_spike` for a set of simultaneous inputs equals applying it
+    # to any split of that set one part after the other, as when each input adds
+    # its weight to a state variable. The simulator then reads at most
+    # `eventax_lab.simulate.INPUT_WINDOW` inputs per loop iteration. Otherwise
+    # each iteration reads every input slot, so that all inputs at one time
+    # arrive in one call.
+    additive_inputs: ClassVar[bool] = False
 
     @property
     @abc.abstractmethod
@@ -180,7 +187,14 @@ def check_setting(name: str, value, condition, requirement: str) -> None:
     if isinstance(value, jax.core.Tracer) or isinstance(condition, jax.core.Tracer):
         return
     if not bool(np.all(np.asarray(condition))):
-        raise ValueError(f"{name}={np.asarray(value)} is invalid: it must be {requirement}.")
+        values = np.asarray(value)
+        # A scalar setting arrives broadcast to every neuron: show it once.
+        if values.size > 1 and np.array_equal(
+            values, np.full_like(values, values.flat[0]), equal_nan=True
+        ):
+            values = values.flat[0]
+        printed = np.array2string(np.asarray(values), threshold=8, edgeitems=3)
+        raise ValueError(f"{name}={printed} is invalid: it must be {requirement}.")
 
 
 def as_per_neuron(value, n_neurons: int, name: str, dtype=None) -> Float[Array, " n"]:
@@ -208,6 +222,10 @@ class NonSpiking(NeuronModel):
     @property
     def unbounded_observables(self) -> tuple[int, ...]:
         return self.model.unbounded_observables
+
+    @property
+    def additive_inputs(self) -> bool:
+        return self.model.additive_inputs
 
     @property
     def n_sources(self) -> int:

@@ -14,7 +14,9 @@ report their consequences.
    state unchanged when no source fired and no neuron spiked.
 3. Transformations: the methods give the same values when vmapped over neurons
    the way `run_independent_neurons` does, and the trainable parameters have a
-   finite gradient through one step of dynamics, input, spike and reset.
+   finite gradient through one step of dynamics, input, spike and reset. A
+   model that declares `additive_inputs` must give the same state when all
+   sources arrive in one `input_spike` call as when they arrive in two.
 4. A probe trajectory: random input spikes drive the population for
    `t_end / dt` RK4 steps of at most `dt`. A step that ends above threshold is
    shortened by bisection to the threshold crossing, as the simulator's root
@@ -238,6 +240,24 @@ def _check_vmap(model: NeuronModel, y: Float[Array, "n c"]) -> list[str]:
                 "declared per_neuron, or the method mixes neurons."
             )
     return problems
+
+
+def _check_additive_inputs(model: NeuronModel, y: Float[Array, "n c"]) -> list[str]:
+    """Compare all sources arriving in one `input_spike` call with them arriving in two."""
+    n_sources = model.n_sources
+    sources = jnp.arange(n_sources)
+    first_half = sources < (n_sources + 1) // 2
+    together = model.input_spike(y, sources, jnp.ones((n_sources,), bool))
+    in_parts = model.input_spike(model.input_spike(y, sources, first_half), sources, ~first_half)
+    scale = jnp.maximum(jnp.max(jnp.abs(together)), 1.0)
+    if not bool(jnp.all(jnp.abs(in_parts - together) <= 1e-5 * scale)):
+        return [
+            "additive_inputs is True, but input_spike with every source at once gives "
+            f"{together}, and with the sources in two halves {in_parts}. Set "
+            "additive_inputs = False, so that the simulator delivers simultaneous "
+            "inputs in one call."
+        ]
+    return []
 
 
 def _check_grad(model: NeuronModel, y: Float[Array, "n c"], dt: float) -> list[str]:
@@ -518,6 +538,8 @@ def check_neuron_model(
     problems += _check_signatures(model, y_mid, n, n_sources)
     problems += _check_vmap(model, y_mid)
     problems += _check_grad(model, y_mid, dt)
+    if model.additive_inputs:
+        problems += _check_additive_inputs(model, y_mid)
     if problems:
         fail(problems)
     return ContractReport(

@@ -1,6 +1,6 @@
 """Exponential integrate-and-fire neuron with a current-based exponential synapse."""
 
-from typing import Any
+from typing import Any, ClassVar
 
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
@@ -69,6 +69,9 @@ class EIF(NeuronModel):
     delta_t: Float[Array, " n_neurons"] = setting()
     v_peak: Float[Array, " n_neurons"] = setting()
     v_reset: Float[Array, " n_neurons"] = setting()
+
+    # Each input adds its weight to a current, so simultaneous inputs may arrive in parts.
+    additive_inputs: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -1,6 +1,6 @@
 """Izhikevich neuron with a current-based exponential synapse and the standard presets."""
 
-from typing import Any
+from typing import Any, ClassVar
 
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
@@ -67,6 +67,9 @@ class Izhikevich(NeuronModel):
     tau_syn: Float[Array, " n_neurons"] = setting()
     v_peak: Float[Array, " n_neurons"] = setting()
     v_init: Float[Array, " n_neurons"] = setting()
+
+    # Each input adds its weight to a current, so simultaneous inputs may arrive in parts.
+    additive_inputs: ClassVar[bool] = True
 
     def __init__(
         self,

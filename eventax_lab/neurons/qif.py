@@ -1,6 +1,6 @@
 """Quadratic integrate-and-fire neuron in phase form, with a current-based synapse."""
 
-from typing import Any
+from typing import Any, ClassVar
 
 import jax.numpy as jnp
 import numpy as np
@@ -85,6 +85,9 @@ class QIF(NeuronModel):
     tau_mem: Float[Array, " n_neurons"] = setting()
     tau_syn: Float[Array, " n_neurons"] = setting()
     phase_init: Float[Array, " n_neurons"] = setting()
+
+    # Each input adds its weight to a current, so simultaneous inputs may arrive in parts.
+    additive_inputs: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -75,6 +75,13 @@ class StringOptionLIF(LIF):
         self.label = "broken"
 
 
+class SaturatingLIF(LIF):
+    def input_spike(self, y, from_idx, valid_mask):
+        # The jump saturates in the summed weight, so two halves add more than the whole.
+        summed = jnp.sum(jnp.where(valid_mask, self.weight[:, from_idx], 0.0), axis=1)
+        return y.at[:, 1].add(jnp.tanh(summed))
+
+
 @pytest.mark.parametrize(
     ("model_class", "message"),
     [
@@ -85,6 +92,7 @@ class StringOptionLIF(LIF):
         (UnslicedGainLIF, "dynamics returned shape .* for a single neuron vmapped alone"),
         (MeanFieldLIF, "dynamics gives different values when vmapped over single neurons"),
         (StringOptionLIF, "field 'label' contains a str"),
+        (SaturatingLIF, "additive_inputs is True, but input_spike"),
     ],
 )
 def test_broken_model_fails_contract(model_class, message):
