@@ -70,8 +70,8 @@ class SimulationConfig:
       each event (memory grows with events, not steps) and solves the adjoint
       equations backwards between events, with the root's implicit derivative
       and the jump conditions at each event. Its gradients match the forward
-      simulation's to solver tolerance, not exactly. Every kind supports
-      first-order reverse-mode differentiation only.
+      simulation's to solver tolerance, not exactly. No kind supports forward
+      mode (`jax.jvp`); `jax.hessian` works with `"direct"` only.
     - `simultaneous_tol`: two neurons whose spike conditions lie within this of
       each other at an event time both spike at that time.
     - `errors`: how a failed simulation (a budget above exceeded, or the solver

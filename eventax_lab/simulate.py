@@ -38,9 +38,9 @@ FAILURE_MESSAGES = {
         "iterations; increase max_events or set it to None."
     ),
     INVALID_INPUT: (
-        "An input spike time was negative or NaN, and the simulation ran without "
-        "inputs. Input spike times must lie in [0, inf], with inf for no spike; "
-        "check the data's spike encoding."
+        "An input spike time was negative or NaN (failure code 16, INVALID_INPUT), "
+        "and the simulation ran without inputs. Input spike times must lie in "
+        "[0, inf], with inf for no spike; check the data's spike encoding."
     ),
 }
 

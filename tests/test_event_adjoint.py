@@ -34,6 +34,8 @@ def lif(n, n_sources, weight=None, **kwargs):
 class VoltageJumpLIF(LIF):
     """LIF whose input spikes also jump the voltage, so one input can cross threshold."""
 
+    additive_inputs = True  # both jumps add the weights
+
     def input_spike(self, y, from_idx, valid_mask):
         jump = jnp.sum(jnp.where(valid_mask, self.weight[:, from_idx], 0.0), axis=1)
         return y.at[:, 0].add(0.15 * jump).at[:, 1].add(jump)

@@ -59,6 +59,13 @@ class NeuronModel(eqx.Module):
     # arrive in one call.
     additive_inputs: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # A subclass that redefines `input_spike` must restate the claim: it does
+        # not inherit a built-in model's `additive_inputs = True`.
+        if "input_spike" in cls.__dict__ and "additive_inputs" not in cls.__dict__:
+            cls.additive_inputs = False
+
     @property
     @abc.abstractmethod
     def n_sources(self) -> int:

@@ -242,21 +242,34 @@ def _check_vmap(model: NeuronModel, y: Float[Array, "n c"]) -> list[str]:
     return problems
 
 
-def _check_additive_inputs(model: NeuronModel, y: Float[Array, "n c"]) -> list[str]:
-    """Compare all sources arriving in one `input_spike` call with them arriving in two."""
+def _check_additive_inputs(
+    model: NeuronModel, y: Float[Array, "n c"], weight_gains: tuple[float, ...]
+) -> list[str]:
+    """Compare all sources arriving in one `input_spike` call with them arriving in two.
+
+    The comparison runs at every weight gain of the probe, on the weights and on
+    their absolute values, because a jump that saturates looks additive for
+    small weights.
+    """
     n_sources = model.n_sources
     sources = jnp.arange(n_sources)
     first_half = sources < (n_sources + 1) // 2
-    together = model.input_spike(y, sources, jnp.ones((n_sources,), bool))
-    in_parts = model.input_spike(model.input_spike(y, sources, first_half), sources, ~first_half)
-    scale = jnp.maximum(jnp.max(jnp.abs(together)), 1.0)
-    if not bool(jnp.all(jnp.abs(in_parts - together) <= 1e-5 * scale)):
-        return [
-            "additive_inputs is True, but input_spike with every source at once gives "
-            f"{together}, and with the sources in two halves {in_parts}. Set "
-            "additive_inputs = False, so that the simulator delivers simultaneous "
-            "inputs in one call."
-        ]
+    for gain in (1.0, *weight_gains):
+        for absolute in (False, True):
+            scaled = _scale_weights(model, gain, absolute)
+            together = scaled.input_spike(y, sources, jnp.ones((n_sources,), bool))
+            in_parts = scaled.input_spike(
+                scaled.input_spike(y, sources, first_half), sources, ~first_half
+            )
+            scale = jnp.maximum(jnp.max(jnp.abs(together)), 1.0)
+            if not bool(jnp.all(jnp.abs(in_parts - together) <= 1e-5 * scale)):
+                weights = "|weights|" if absolute else "weights"
+                return [
+                    f"additive_inputs is True, but with {weights} x{gain:g}, input_spike "
+                    f"with every source at once gives {together}, and with the sources in "
+                    f"two halves {in_parts}. Set additive_inputs = False, so that the "
+                    "simulator delivers simultaneous inputs in one call."
+                ]
     return []
 
 
@@ -539,7 +552,7 @@ def check_neuron_model(
     problems += _check_vmap(model, y_mid)
     problems += _check_grad(model, y_mid, dt)
     if model.additive_inputs:
-        problems += _check_additive_inputs(model, y_mid)
+        problems += _check_additive_inputs(model, y_mid, weight_gains)
     if problems:
         fail(problems)
     return ContractReport(

@@ -76,6 +76,8 @@ class StringOptionLIF(LIF):
 
 
 class SaturatingLIF(LIF):
+    additive_inputs = True  # a wrong claim, which the contract check must catch
+
     def input_spike(self, y, from_idx, valid_mask):
         # The jump saturates in the summed weight, so two halves add more than the whole.
         summed = jnp.sum(jnp.where(valid_mask, self.weight[:, from_idx], 0.0), axis=1)
@@ -92,13 +94,31 @@ class SaturatingLIF(LIF):
         (UnslicedGainLIF, "dynamics returned shape .* for a single neuron vmapped alone"),
         (MeanFieldLIF, "dynamics gives different values when vmapped over single neurons"),
         (StringOptionLIF, "field 'label' contains a str"),
-        (SaturatingLIF, "additive_inputs is True, but input_spike"),
+        (SaturatingLIF, "additive_inputs is True, but with weights x1, input_spike"),
     ],
 )
 def test_broken_model_fails_contract(model_class, message):
     model = model_class(3, 4, KEY, **hidden_kwargs("lif"))
     with pytest.raises(ContractError, match=message):
         check_neuron_model(model)
+
+
+def test_wrong_additive_claim_fails_at_small_weights():
+    # tanh is nearly linear for weights of 0.01: only the probe's larger gains show it.
+    kwargs = {**hidden_kwargs("lif"), "weight_mean": 0.0, "weight_std": 0.01}
+    model = SaturatingLIF(3, 4, KEY, **kwargs)
+    message = r"additive_inputs is True, but with \|?weights\|? x(10|100),"
+    with pytest.raises(ContractError, match=message):
+        check_neuron_model(model)
+
+
+def test_redefined_input_spike_drops_additive_claim():
+    class CustomLIF(LIF):
+        def input_spike(self, y, from_idx, valid_mask):
+            return super().input_spike(y, from_idx, valid_mask)
+
+    assert LIF.additive_inputs
+    assert not CustomLIF.additive_inputs
 
 
 def test_quiet_model_fails_contract():
