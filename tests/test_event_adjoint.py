@@ -235,27 +235,28 @@ def test_inputs_beyond_one_window_act_as_one_input(adjoint):
         coefficients = jnp.linspace(0.5, 1.5, spikes.size).reshape(spikes.shape)
         return jnp.sum(coefficients * spikes) + jnp.sum(jnp.sin(result.samples)), result
 
-    many, one = make(weights), make([weights.sum()])
-    many_times, one_time = jnp.full((n_inputs,), 5.0), jnp.array([5.0])
+    many, summed = make(weights), make([weights.sum()])
+    many_times, summed_time = jnp.full((n_inputs,), 5.0), jnp.array([5.0])
     grad = jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))
     (g_many, g_many_times), many_result = grad(many, many_times)
-    (g_one, g_one_time), one_result = grad(one, one_time)
+    (g_summed, g_summed_time), summed_result = grad(summed, summed_time)
 
-    assert int(one_result.spike_counts[0]) >= 3
-    assert float(one_result.spike_times[0, 0]) == pytest.approx(5.0)
-    np.testing.assert_allclose(many_result.spike_times, one_result.spike_times, rtol=1e-9)
-    np.testing.assert_allclose(many_result.samples, one_result.samples, rtol=1e-9)
+    assert int(summed_result.spike_counts[0]) >= 3
+    assert float(summed_result.spike_times[0, 0]) == pytest.approx(5.0)
+    np.testing.assert_allclose(many_result.spike_times, summed_result.spike_times, rtol=1e-9)
+    np.testing.assert_allclose(many_result.samples, summed_result.samples, rtol=1e-9)
     # The jump reads the weights only through their sum.
-    np.testing.assert_allclose(g_many.weight, np.full((1, n_inputs), g_one.weight[0, 0]), rtol=1e-6)
-    np.testing.assert_allclose(g_many.bias, g_one.bias, rtol=1e-6)
-    # Shifting every input time together shifts the one input.
-    assert float(jnp.sum(g_many_times)) == pytest.approx(float(g_one_time[0]), rel=1e-6)
+    expected_weight_gradient = np.full((1, n_inputs), g_summed.weight[0, 0])
+    np.testing.assert_allclose(g_many.weight, expected_weight_gradient, rtol=1e-6)
+    np.testing.assert_allclose(g_many.bias, g_summed.bias, rtol=1e-6)
+    # Shifting every input time together shifts the summed input.
+    assert float(jnp.sum(g_many_times)) == pytest.approx(float(g_summed_time[0]), rel=1e-6)
 
 
 def test_egru_simultaneous_inputs_arrive_in_one_jump():
-    # EGRU's candidate jump is scaled by the reset gate before the event, which
-    # the gate jump of the same event changes, so its inputs at one time must
-    # arrive in one call: 70 inputs act as one input of their summed weights.
+    # EGRU's candidate jump is scaled by the reset gate before the event, and the
+    # gate jump of the same event changes that gate. Its inputs at one time must
+    # therefore arrive in one call, so 70 inputs act as one of the summed weights.
     n_inputs = 2 * INPUT_WINDOW + 6
     assert not EGRU.additive_inputs
     key_u, key_r, key_z = jax.random.split(jax.random.PRNGKey(3), 3)
@@ -279,10 +280,10 @@ def test_egru_simultaneous_inputs_arrive_in_one_jump():
         )
 
     many = run(make(False), jnp.full((n_inputs,), 6.0))
-    one = run(make(True), jnp.array([6.0]))
-    assert int(one.spike_counts[0]) >= 1
-    np.testing.assert_allclose(many.samples, one.samples, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(many.spike_times, one.spike_times, rtol=1e-9)
+    summed = run(make(True), jnp.array([6.0]))
+    assert int(summed.spike_counts[0]) >= 1
+    np.testing.assert_allclose(many.samples, summed.samples, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(many.spike_times, summed.spike_times, rtol=1e-9)
 
 
 def test_gradients_of_partial_arguments():
