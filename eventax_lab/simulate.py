@@ -110,6 +110,11 @@ class _Carry(NamedTuple):
 INPUT_WINDOW = 32
 
 
+def _window_size(model: NeuronModel, n_inputs: int) -> int:
+    """Return how many inputs one loop iteration reads for `model`."""
+    return min(n_inputs, INPUT_WINDOW) if model.additive_inputs else n_inputs
+
+
 def _input_window(input_sources: Int[Array, " m"], first: Int[Array, ""], window: int):
     """Return the indices `first .. first + window - 1` (clamped), their sources and validity."""
     n_inputs = input_sources.shape[0]
@@ -328,6 +333,7 @@ def _event_loop(
     dtype = input_times.dtype
     t_end = jnp.asarray(config.t_end, dtype=dtype)
     n_inputs, n_samples, capacity = input_times.shape[0], sample_ts.shape[0], config.max_spikes
+    window = _window_size(model, n_inputs)
 
     y0_state = model.init_state(n).astype(dtype)
     n_observables = model.observe(y0_state).shape[-1]
@@ -563,7 +569,6 @@ def _event_loop(
         )
 
 
-    window = min(n_inputs, INPUT_WINDOW) if model.additive_inputs else n_inputs
     spikes_possible = n * capacity if options.recurrent else capacity
     # Every segment between two events may pause up to ceil(max_steps / steps) times.
     n_segments = n_inputs + n_samples + spikes_possible + 2
@@ -799,14 +804,14 @@ def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sa
         steps = sol.stats["num_steps"]
         return t_reached, state, adjoint, g_read, paused, failed, steps, dt_next
 
-    window = min(n_inputs, INPUT_WINDOW) if model.additive_inputs else n_inputs
+    window = _window_size(model, n_inputs)
 
     def apply_event(r, at_event, adjoint, g_params, pending):
         """Carry the adjoint back across the jumps of event `r`, to just before them.
 
         Where `at_event` is false, the lane is between events. It then returns
-        its arguments and adds nothing to `g_params`, because the cotangents are
-        masked, which costs less than selecting between two parameter trees.
+        its arguments and adds nothing to `g_params`, because its cotangents are
+        masked to zero.
 
         **Returns:** `(adjoint, g_params, pending, c_input)`: the adjoint before the
         jumps, the parameter gradient, the time cotangent passed to the event

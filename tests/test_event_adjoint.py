@@ -208,7 +208,7 @@ def test_qif_network_gradients_finite_differences():
 
 
 @pytest.mark.parametrize("adjoint", ["event", "recursive_checkpoint"])
-def test_inputs_beyond_one_window_act_as_one_input(adjoint):
+def test_window_split_inputs_act_as_one(adjoint):
     # More inputs at one time than one loop iteration delivers arrive over three
     # iterations. They must act as one input of their summed weight: all arrive
     # before the spike their jump causes. The first window alone lifts the voltage
@@ -253,7 +253,7 @@ def test_inputs_beyond_one_window_act_as_one_input(adjoint):
     assert float(jnp.sum(g_many_times)) == pytest.approx(float(g_summed_time[0]), rel=1e-6)
 
 
-def test_egru_simultaneous_inputs_arrive_in_one_jump():
+def test_egru_tied_inputs_arrive_together():
     # EGRU's candidate jump is scaled by the reset gate before the event, and the
     # gate jump of the same event changes that gate. Its inputs at one time must
     # therefore arrive in one call, so 70 inputs act as one of the summed weights.

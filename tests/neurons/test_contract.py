@@ -103,7 +103,7 @@ def test_broken_model_fails_contract(model_class, message):
         check_neuron_model(model)
 
 
-def test_wrong_additive_claim_fails_at_small_weights():
+def test_additive_claim_checked_at_small_weights():
     # tanh is nearly linear for weights of 0.01: only the probe's larger gains show it.
     kwargs = {**hidden_kwargs("lif"), "weight_mean": 0.0, "weight_std": 0.01}
     model = SaturatingLIF(3, 4, KEY, **kwargs)
