@@ -59,7 +59,8 @@ class SimulationConfig:
       Small values keep vmapped loops (neurons, samples) in step, so no lane
       waits long for another's long segment. Each iteration adds the solver's
       start-up evaluation and, under vmap, a root find in every lane once any
-      lane has an event.
+      lane has an event. An adaptive solve needs at least 2: the step grows
+      only inside one solve.
     - `max_events`: loop iterations allowed per population, pauses included.
       `None` derives the bound from the input count, `max_spikes`, `max_steps`
       and `steps_per_iteration`, so `max_steps` or `max_spikes` is reached first.
@@ -125,6 +126,13 @@ class SimulationConfig:
         for name in ("max_spikes", "max_steps", "steps_per_iteration"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
+        if self.step_size == "adaptive" and self.steps_per_iteration < 2:
+            # A solve that pauses hands on its longest accepted step as the next
+            # solve's first trial step, so the step grows only inside one solve.
+            raise ValueError(
+                f"steps_per_iteration={self.steps_per_iteration} with step_size='adaptive' "
+                "never lets the step size grow past dt; use 2 or more."
+            )
         if self.max_events is not None and self.max_events < 1:
             raise ValueError(f"max_events={self.max_events} must be >= 1 or None.")
         if self.root_finder not in ("newton", "bisection"):

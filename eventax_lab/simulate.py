@@ -40,7 +40,9 @@ FAILURE_MESSAGES = {
     INVALID_INPUT: (
         "An input spike time was negative or NaN (failure code 16, INVALID_INPUT), "
         "and the simulation ran without inputs. Input spike times must lie in "
-        "[0, inf], with inf for no spike; check the data's spike encoding."
+        "[0, inf], with inf for no spike; check the data's spike encoding. "
+        "eventax_lab.data.validate_spike_array(spikes[None], 'spikes') names the "
+        "first bad entry of an [n_inputs, K] array."
     ),
 }
 

@@ -26,7 +26,7 @@ from . import checkpoint as ckpt
 from .experiment import build_experiment, configure_compile_cache, configure_precision
 from .report import draw_figures
 from .results import parse_overrides, update_sweep_table, write_metrics_table, write_summary
-from .run_config import instantiate_group, validate_run_config
+from .run_config import ConfigError, instantiate_group, validate_run_config
 from .training import Trainer, TrainingState
 
 logger = logging.getLogger(__name__)
@@ -299,8 +299,19 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """Run one job; return the best monitored validation value for Hydra sweepers such as Optuna."""
-    summary = run(cfg, current_job(str(cfg.get("task_name") or "train")))
+    """Run one job; return the best monitored validation value for Hydra sweepers such as Optuna.
+
+    A config mistake in a single run exits with status 1 after `run` has logged
+    it, without Hydra's traceback: the message names the key and the fix. In a
+    sweep the error reaches Hydra as before.
+    """
+    job = current_job(str(cfg.get("task_name") or "train"))
+    try:
+        summary = run(cfg, job)
+    except ConfigError:
+        if job.number is not None:
+            raise
+        raise SystemExit(1) from None
     return summary.get("best_value")
 
 

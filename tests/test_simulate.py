@@ -235,6 +235,22 @@ def test_step_budget_raises_naming_max_steps():
         jax.block_until_ready(run_population(lif(bias_init=1.5), *NO_INPUT, config).spike_times)
 
 
+def test_one_adaptive_step_per_iteration_is_refused():
+    # A paused solve hands on its longest accepted step, so one step per
+    # iteration would keep the first trial step dt for the whole window.
+    with pytest.raises(ValueError, match="steps_per_iteration=1"):
+        SimulationConfig(steps_per_iteration=1)
+    # Constant steps never grow, so one per iteration is fine: the bias-driven
+    # first spike lands within five Euler steps of tau_mem ln(i / (i - theta)).
+    config = SimulationConfig(
+        t_end=60.0, solver="euler", step_size="constant", dt=0.01, steps_per_iteration=1,
+        max_steps=100_000, max_events=10_000,
+    )
+    result = run_population(lif(bias_init=1.5), *NO_INPUT, config)
+    expected = TAU_MEM * np.log(1.5 / 0.5)
+    assert abs(float(result.spike_times[0, 0]) - expected) < 0.05
+
+
 def test_recorded_failure_raises_outside_jit():
     config = SimulationConfig(t_end=60.0, max_spikes=1, errors="record")
     result = jax.jit(lambda m: run_population(m, *NO_INPUT, config))(lif(bias_init=1.5))

@@ -5,6 +5,8 @@ Nothing here compiles a training step: configs are composed, validated and built
 
 import itertools
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +229,19 @@ def test_config_error_fails_run_before_compiling(tmp_path, monkeypatch, compose_
     assert "model.neuron_kwargs.tau_mem" in summary["error"]
     assert calls == []
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_config_error_exits_without_traceback(tmp_path):
+    command = [
+        sys.executable, "-m", "eventax_lab.train", "experiment=smoke", "solver.rtol=-1",
+        f"hydra.run.dir={tmp_path}",
+    ]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 1
+    assert "Traceback" not in finished.stderr
+    assert "solver.rtol" in finished.stdout + finished.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert "solver.rtol" in summary["error"]
 
 
 def test_recorded_simulation_failure_stops_run(tmp_path, monkeypatch, compose_config):
