@@ -25,6 +25,23 @@ def _flatten_spike_train(
     return times[order], sources[order]
 
 
+def _as_spike_times(input_spikes) -> Float[Array, "..."]:
+    """Return `input_spikes` as a float array; integer times become floats.
+
+    Integer arrays cannot hold `inf` (no spike), and the event loop compares times
+    in floating point.
+    """
+    array = input_spikes if isinstance(input_spikes, jax.Array) else jnp.asarray(input_spikes)
+    if jnp.issubdtype(array.dtype, jnp.floating):
+        return array
+    if jnp.issubdtype(array.dtype, jnp.integer) and array.dtype != jnp.bool_:
+        return array.astype(jnp.result_type(float))
+    raise ValueError(
+        f"input_spikes has dtype {array.dtype}; pass spike times as floats, with inf "
+        "for no spike."
+    )
+
+
 def _check_input(input_spikes: Array, n_inputs: int) -> None:
     if input_spikes.ndim != 2 or input_spikes.shape[0] != n_inputs:
         raise ValueError(
@@ -74,6 +91,7 @@ class FeedForwardNetwork(eqx.Module):
         stop_after_first_spike: bool = False,
     ) -> Recording:
         """Simulate one sample; see [`simulate_batch`][] for the keyword arguments."""
+        input_spikes = _as_spike_times(input_spikes)
         _check_input(input_spikes, self.n_inputs)
         recording = self.simulate_batch(
             input_spikes[None],
@@ -102,6 +120,7 @@ class FeedForwardNetwork(eqx.Module):
 
         **Returns:** a [`Recording`][] whose fields have a leading batch axis.
         """
+        input_spikes = _as_spike_times(input_spikes)
         if np.ndim(input_spikes) != 3 or np.shape(input_spikes)[1] != self.n_inputs:
             raise ValueError(
                 f"input_spikes has shape {np.shape(input_spikes)}; expected "
@@ -199,6 +218,7 @@ class RecurrentNetwork(eqx.Module):
         ignored: the loop would have to watch only the output neurons, so a
         recurrent population always runs to `t_end`.
         """
+        input_spikes = _as_spike_times(input_spikes)
         _check_input(input_spikes, self.n_inputs)
         sorted_times, sources = _flatten_spike_train(input_spikes)
         result = run_population(
@@ -267,6 +287,7 @@ def simulate_batch(network, input_spikes: Float[Array, "batch n_inputs k"], conf
     A network with its own `simulate_batch` (the feed-forward network) runs it;
     any other is vmapped over its `simulate`.
     """
+    input_spikes = _as_spike_times(input_spikes)
     if np.ndim(input_spikes) != 3:
         raise ValueError(
             f"input_spikes has shape {np.shape(input_spikes)}; expected [batch, n_inputs, K]."
@@ -303,6 +324,13 @@ def build_network(
 
     if neuron not in MODELS:
         raise ValueError(f"model.neuron={neuron!r} is unknown; choose one of {sorted(MODELS)}.")
+    if isinstance(hidden_sizes, (str, bytes)) or not isinstance(hidden_sizes, Sequence) or any(
+        not isinstance(size, (int, np.integer)) or isinstance(size, bool) for size in hidden_sizes
+    ):
+        raise ValueError(
+            f"model.hidden_sizes={hidden_sizes!r} must be a list of ints, such as [120] for "
+            "one hidden layer or [] for none."
+        )
     hidden_sizes = [int(size) for size in hidden_sizes]
     if any(size < 1 for size in hidden_sizes):
         raise ValueError(f"model.hidden_sizes={hidden_sizes} must all be >= 1.")

@@ -937,6 +937,31 @@ def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sa
     return g_params, g_inputs
 
 
+def _vmap_in_chunks(fn, args, chunk: int | None):
+    """Return `jax.vmap(fn)(args)`, computed at most `chunk` lanes at a time.
+
+    The chunks run one after another under `jax.lax.map`. The lanes are padded
+    with copies of the last one to a whole number of equal chunks, and the
+    copies' outputs are dropped. Equal chunks share one trace, whereas a
+    remainder chunk would trace and compile `fn` a second time.
+    """
+    n_lanes = jax.tree.leaves(args)[0].shape[0]
+    if chunk is None or n_lanes <= chunk:
+        return jax.vmap(fn)(args)
+    n_chunks = -(-n_lanes // chunk)
+    size = -(-n_lanes // n_chunks)
+    padded = n_chunks * size
+
+    def split(x):
+        if padded > n_lanes:
+            x = jnp.concatenate([x, jnp.repeat(x[-1:], padded - n_lanes, axis=0)])
+        return x.reshape(n_chunks, size, *x.shape[1:])
+
+    out = jax.lax.map(jax.vmap(fn), jax.tree.map(split, args))
+    # Explicit shapes: a -1 cannot be inferred for outputs without elements.
+    return jax.tree.map(lambda y: y.reshape(padded, *y.shape[2:])[:n_lanes], out)
+
+
 def run_independent_neurons(
     model: NeuronModel,
     input_times: Float[Array, "*batch m"],
@@ -973,11 +998,17 @@ def run_independent_neurons(
         is_leaf=lambda x: x is None,
     )
 
-    def run_one(one_neuron: NeuronModel, times, sources) -> PopulationResult:
-        return run_population(one_neuron, times, sources, config, **kwargs)
+    is_mapped = jax.tree.map(lambda axis: axis is not None, in_axes, is_leaf=lambda x: x is None)
+    mapped, shared = eqx.partition(lanes, is_mapped)
 
-    result = eqx.filter_vmap(run_one, in_axes=(in_axes, 0, 0))(
-        lanes, input_times[lane_sample], input_sources[lane_sample]
+    def run_one(args) -> PopulationResult:
+        one_neuron, times, sources = args
+        return run_population(eqx.combine(one_neuron, shared), times, sources, config, **kwargs)
+
+    result = _vmap_in_chunks(
+        run_one,
+        (mapped, input_times[lane_sample], input_sources[lane_sample]),
+        config.lanes_per_vmap,
     )
 
     # Each lane had one neuron: drop that axis, and split the lanes into samples

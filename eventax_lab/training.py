@@ -304,7 +304,7 @@ class Trainer:
         params, static = eqx.partition(state.network, trainable_filter(state.network))
         opt_state, step = state.opt_state, state.step
         average = MetricAverage()
-        non_finite = 0
+        non_finite = zero_gradient = 0
 
         batches = iterate_batches(
             self.datasets["train"], settings.batch_size, seed=settings.seed, epoch=epoch,
@@ -338,6 +338,7 @@ class Trainer:
 
             if not math.isfinite(value):
                 non_finite += 1
+            zero_gradient += float(metrics["grad_norm"]) == 0.0
             average.add({"loss": value, **metrics}, int(batch.mask.sum()))
             progress.set_postfix(loss=f"{value:.4g}")
             if self.tracker is not None and step % settings.log_every_n_steps == 0:
@@ -349,6 +350,17 @@ class Trainer:
                 "Epoch %d: the training loss was NaN or infinite in %d of %d steps. Lower "
                 "optimizer.learning_rate or set optimizer.clip_norm.",
                 epoch + 1, non_finite, self.steps_per_epoch,
+            )
+        if zero_gradient == self.steps_per_epoch:
+            # Silent spiking outputs give a loss without a gradient, and nothing
+            # then moves the weights again.
+            silent = average.result().get("silent_output_fraction")
+            logger.warning(
+                "Epoch %d: the gradient was zero in every step, so the weights no longer "
+                "change%s. Lower optimizer.learning_rate, or raise the initial weights "
+                "(model.neuron_kwargs.weight_mean) so that the outputs spike.",
+                epoch + 1,
+                "" if silent is None else f" (silent_output_fraction={silent:.3g})",
             )
         network = eqx.combine(params, static)
         state = dataclasses.replace(state, network=network, opt_state=opt_state, step=step)

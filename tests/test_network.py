@@ -139,3 +139,21 @@ def test_bad_shapes_and_names_raise():
         FeedForwardNetwork([LIF(2, 3, jax.random.PRNGKey(0)), LIF(2, 3, jax.random.PRNGKey(1))])
     with pytest.raises(ValueError, match="tau_mem"):
         LIF(2, 3, jax.random.PRNGKey(0), tau_mem=-1.0)
+    with pytest.raises(ValueError, match="hidden_sizes=16 must be a list of ints"):
+        build_network("lif", 16, 3, 2, jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="tau_mem='abc' must be a number"):
+        LIF(2, 3, jax.random.PRNGKey(0), tau_mem="abc")
+    with pytest.raises(ValueError, match="input_spikes has dtype bool"):
+        simulate_batch(network, jnp.ones((1, 3, 1), bool), CONFIG)
+
+
+def test_integer_and_list_spike_times_act_as_floats(network):
+    # Integer arrays cannot hold inf, so they arrive as whole-ms spike times.
+    whole_ms = [[[2], [9], [0]], [[14], [3], [0]]]
+    expected = simulate_batch(network, jnp.asarray(whole_ms, float), CONFIG).first_spike_times
+    assert bool(jnp.all(jnp.isfinite(expected)))
+    for spikes in (jnp.asarray(whole_ms), whole_ms):
+        got = simulate_batch(network, spikes, CONFIG).first_spike_times
+        np.testing.assert_array_equal(got, expected)
+    one = network.simulate(np.asarray(whole_ms[0]), CONFIG).first_spike_times
+    np.testing.assert_allclose(one, expected[0], rtol=1e-9)

@@ -235,6 +235,27 @@ def test_step_budget_raises_naming_max_steps():
         jax.block_until_ready(run_population(lif(bias_init=1.5), *NO_INPUT, config).spike_times)
 
 
+@pytest.mark.parametrize(
+    "setting, value",
+    [
+        ("simultaneous_tol", -1e-6),  # would let no neuron spike at a crossing
+        ("rtol", 5.0),
+        ("rtol", float("inf")),
+        ("t_end", float("inf")),
+        ("t_end", "60"),
+        ("max_steps", 2.5),
+        ("steps_per_iteration", 4.0),
+        ("max_spikes", "8"),
+        ("max_events", 3.0),
+        ("lanes_per_vmap", 0),
+        ("check_peaks", 1),
+    ],
+)
+def test_config_rejects_bad_values_by_name(setting, value):
+    with pytest.raises(ValueError, match=f"^{setting}={value!r}"):
+        SimulationConfig(**{setting: value})
+
+
 def test_one_adaptive_step_per_iteration_is_refused():
     # A paused solve hands on its longest accepted step, so one step per
     # iteration would keep the first trial step dt for the whole window.
@@ -335,6 +356,40 @@ def test_independent_neurons_match_population():
     apart = run_independent_neurons(model, times, sources, TIGHT)
     np.testing.assert_allclose(apart.spike_times, together.spike_times, rtol=1e-9)
     np.testing.assert_array_equal(apart.spike_counts, together.spike_counts)
+
+
+@pytest.mark.parametrize("adjoint", ["recursive_checkpoint", "event"])
+def test_lanes_in_chunks_match_one_vmap(adjoint):
+    # 3 samples x 7 neurons = 21 lanes in chunks of at most 4: six chunks of 4
+    # with 3 padded lanes, whose outputs must be dropped.
+    model = lif(n=7, n_sources=2, weight_mean=2.5, weight_std=1.5, fan_in_scaling=False)
+    times = jnp.array([[1.0, 4.0, 9.0], [2.0, 3.0, jnp.inf], [0.5, 6.0, 7.0]])
+    sources = jnp.array([[0, 1, 0], [1, 0, 1], [1, 1, 0]])
+    sample_ts = jnp.array([5.0, 30.0])
+
+    def simulate(model, times, lanes_per_vmap):
+        config = dataclasses.replace(TIGHT, lanes_per_vmap=lanes_per_vmap, adjoint=adjoint)
+        return run_independent_neurons(model, times, sources, config, sample_ts=sample_ts)
+
+    def loss(model, times, lanes_per_vmap):
+        result = simulate(model, times, lanes_per_vmap)
+        spike_times = jnp.where(jnp.isfinite(result.spike_times), result.spike_times, 60.0)
+        return jnp.sum(spike_times**2) + jnp.sum(result.samples[..., 0])
+
+    simulate = jax.jit(simulate, static_argnums=2)
+    whole, chunked = simulate(model, times, None), simulate(model, times, 4)
+    assert int(jnp.sum(whole.spike_counts)) >= 10
+    np.testing.assert_array_equal(chunked.spike_counts, whole.spike_counts)
+    np.testing.assert_allclose(chunked.spike_times, whole.spike_times, rtol=1e-12)
+    np.testing.assert_allclose(chunked.samples, whole.samples, rtol=1e-12)
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)
+    (model_whole, times_whole), (model_chunked, times_chunked) = grad(model, times, None), grad(
+        model, times, 4
+    )
+    np.testing.assert_allclose(model_chunked.weight, model_whole.weight, rtol=1e-10)
+    np.testing.assert_allclose(model_chunked.bias, model_whole.bias, rtol=1e-10)
+    np.testing.assert_allclose(times_chunked, times_whole, rtol=1e-10)
+    assert float(jnp.max(jnp.abs(model_whole.weight))) > 0
 
 
 def test_paused_solves_under_vmap_match_one_loop():

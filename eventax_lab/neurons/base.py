@@ -206,7 +206,15 @@ def check_setting(name: str, value, condition, requirement: str) -> None:
 
 def as_per_neuron(value, n_neurons: int, name: str, dtype=None) -> Float[Array, " n"]:
     """Broadcast a scalar or a length-`n_neurons` setting to shape `[n_neurons]`."""
-    array = jnp.asarray(value, dtype=dtype if dtype is not None else float)
+    if isinstance(value, (str, bytes, bool)):
+        # jnp.asarray would read True as 1.0 and fail on "abc" without the name.
+        raise ValueError(f"{name}={value!r} must be a number or an array of numbers.")
+    try:
+        array = jnp.asarray(value, dtype=dtype if dtype is not None else float)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"{name}={value!r} must be a number or an array of numbers ({error})."
+        ) from None
     if array.ndim == 0:
         return jnp.full((n_neurons,), array)
     if array.shape != (n_neurons,):

@@ -142,7 +142,8 @@ def ours_config(settings: dict):
     from eventax_lab.config import SimulationConfig
 
     extra = {}
-    for name in ("steps_per_iteration", "check_peaks", "adjoint", "max_steps", "errors", "root_finder", "solver"):
+    for name in ("steps_per_iteration", "check_peaks", "adjoint", "max_steps", "errors", "root_finder",
+                 "solver", "lanes_per_vmap"):
         if name in settings:
             extra[name] = settings[name]
     return SimulationConfig(
@@ -490,6 +491,8 @@ CONFIGURATIONS = [
     ("ours", "ours float32, rtol=atol=1e-4", {**OURS_DEFAULT, "rtol": 1e-4, "atol": 1e-4}),
     ("ours", "ours float32, rtol=atol=1e-3", {**OURS_DEFAULT, "rtol": 1e-3, "atol": 1e-3}),
     ("ours", "ours float32, rtol=atol=3e-3", {**OURS_DEFAULT, "rtol": 3e-3, "atol": 3e-3}),
+    ("ours", "ours float32, rtol=atol=1e-6, lanes_per_vmap=None (one vmap)",
+     {**OURS_DEFAULT, "lanes_per_vmap": None}),
     ("ours", "ours float32, rtol=atol=1e-6, check_peaks=False", {**OURS_DEFAULT, "check_peaks": False}),
     ("ours", "ours float32, rtol=atol=1e-4, check_peaks=False",
      {**OURS_DEFAULT, "rtol": 1e-4, "atol": 1e-4, "check_peaks": False}),
@@ -504,10 +507,13 @@ CONFIGURATIONS = [
      {**OURS_DEFAULT, "rtol": 1e-3, "atol": 1e-3, "adjoint": "event"}),
     ("ours", "ours float32, rtol=atol=3e-3, adjoint=event",
      {**OURS_DEFAULT, "rtol": 3e-3, "atol": 3e-3, "adjoint": "event"}),
-    ("ours", "ours float32, rtol=atol=1e-4, adjoint=event, steps_per_iteration=2",
-     {**OURS_DEFAULT, "rtol": 1e-4, "atol": 1e-4, "adjoint": "event", "steps_per_iteration": 2}),
-    ("ours", "ours float32, rtol=atol=3e-3, adjoint=event, steps_per_iteration=2",
-     {**OURS_DEFAULT, "rtol": 3e-3, "atol": 3e-3, "adjoint": "event", "steps_per_iteration": 2}),
+    # The Hydra solver config's loop settings, with its rtol (1e-4) and a looser one.
+    ("ours", "ours float32, rtol=atol=1e-4, adjoint=event, steps_per_iteration=2, lanes_per_vmap=None",
+     {**OURS_DEFAULT, "rtol": 1e-4, "atol": 1e-4, "adjoint": "event", "steps_per_iteration": 2,
+      "lanes_per_vmap": None}),
+    ("ours", "ours float32, rtol=atol=3e-3, adjoint=event, steps_per_iteration=2, lanes_per_vmap=None",
+     {**OURS_DEFAULT, "rtol": 3e-3, "atol": 3e-3, "adjoint": "event", "steps_per_iteration": 2,
+      "lanes_per_vmap": None}),
     ("peer", "peer float32, Euler dt=1e-2", {"dt": 1e-2}),
     ("peer", "peer float32, Euler dt=1e-3", {"dt": 1e-3}),
     ("peer", "peer float32, Euler dt=1e-4", {"dt": 1e-4}),

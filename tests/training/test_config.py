@@ -260,6 +260,23 @@ def test_recorded_simulation_failure_stops_run(tmp_path, monkeypatch, compose_co
     assert "max_spikes" in summary["error"]
 
 
+def test_zero_gradient_epoch_warns(tmp_path, monkeypatch, compose_config, caplog):
+    # A training step whose outputs stayed silent: a loss, but no gradient.
+    def silent_step(params, static, opt_state, *args, **kwargs):
+        metrics = {"grad_norm": np.float32(0.0), "silent_output_fraction": np.float32(1.0),
+                   FAILURES_KEY: np.array(0, np.int32)}
+        return params, opt_state, 1.1, metrics
+
+    monkeypatch.setattr(training, "train_step", silent_step)
+    cfg = compose_config(["experiment=smoke", f"hydra.run.dir={tmp_path}"])
+    with caplog.at_level("WARNING", logger="eventax_lab.training"):
+        run(cfg, JobInfo(run_dir=tmp_path))
+    warnings = [r.getMessage() for r in caplog.records if "gradient was zero" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "silent_output_fraction=1" in warnings[0]
+    assert "optimizer.learning_rate" in warnings[0]
+
+
 def test_parallel_launcher_composes():
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     from hydra import compose, initialize_config_dir
