@@ -126,6 +126,11 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     **Raises:** `CheckpointError` naming the path when no checkpoint is there.
     """
     path = Path(path).expanduser()
+    if not path.exists():
+        raise CheckpointError(
+            f"resume={str(path)!r} does not exist. Pass the directory of an earlier run, "
+            f"which holds {CHECKPOINT_DIR}/{LAST}, or a .ckpt file."
+        )
     candidates = [path, path / CHECKPOINT_DIR / LAST, path / LAST]
     for candidate in candidates:
         if candidate.is_file():

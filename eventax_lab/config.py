@@ -90,8 +90,9 @@ class SimulationConfig:
       set in the CPU's caches. `None` runs every lane in one vmap. On the
       benchmark network of `experiments/bench` (3840 hidden lanes, 8 chunks
       of 480), chunks made a batch through the steps about a quarter faster.
-      With the event adjoint they gained 0 to 6 % and added 1 to 2 s to the
-      first call, so the Hydra solver config sets `None`.
+      With the event adjoint they gained at most 10 % and added 1 to 4 s to
+      the first call, so the Hydra solver config sets `None`. Which lanes
+      share a vmap moves spike times within the solver's tolerance.
     - `adjoint`: how gradients are computed. `"recursive_checkpoint"`
       backpropagates through the solver steps, storing every step, and gives
       gradients exact with respect to the forward simulation; `"direct"` does

@@ -260,16 +260,18 @@ def _keys_named_in(message: str, group_node: DictConfig, group: str) -> list[str
         key = key.split("[", 1)[0]  # a list counts as one key
         if not key.endswith("._target_") and key not in keys:
             keys.append(key)
+    # Sorted by where the message names them: a message starts with the value it
+    # is about (`name=value must ...`), so the fix names that key.
     with_value, mentioned = [], []
     for key in keys:
         name = _leaf_name(key)
-        if re.search(rf"(?<![\w.]){re.escape(key)}(?!\w)", message):
-            with_value.append(key)
-        elif re.search(rf"(?<![\w.]){re.escape(name)}=", message):
-            with_value.append(key)
-        elif re.search(rf"(?<![\w.])'?{re.escape(name)}'?(?!\w)", message):
-            mentioned.append(key)
-    return with_value or mentioned
+        if match := re.search(rf"(?<![\w.]){re.escape(key)}(?!\w)", message):
+            with_value.append((match.start(), key))
+        elif match := re.search(rf"(?<![\w.]){re.escape(name)}=", message):
+            with_value.append((match.start(), key))
+        elif match := re.search(rf"(?<![\w.])'?{re.escape(name)}'?(?!\w)", message):
+            mentioned.append((match.start(), key))
+    return [key for _, key in sorted(with_value or mentioned)]
 
 
 def instantiate_group(cfg: DictConfig, group: str, **kwargs: Any) -> Any:

@@ -301,14 +301,15 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 def main(cfg: DictConfig) -> float | None:
     """Run one job; return the best monitored validation value for Hydra sweepers such as Optuna.
 
-    A config mistake in a single run exits with status 1 after `run` has logged
-    it, without Hydra's traceback: the message names the key and the fix. In a
-    sweep the error reaches Hydra as before.
+    A config mistake or an unusable `resume` in a single run exits with status 1
+    after `run` has logged it, without Hydra's traceback: the message names the
+    key and the fix. In a sweep the error reaches Hydra, which records the job
+    as failed, runs the others and exits with status 1 at the end.
     """
     job = current_job(str(cfg.get("task_name") or "train"))
     try:
         summary = run(cfg, job)
-    except ConfigError:
+    except (ConfigError, ckpt.CheckpointError):
         if job.number is not None:
             raise
         raise SystemExit(1) from None

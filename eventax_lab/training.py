@@ -357,8 +357,8 @@ class Trainer:
             silent = average.result().get("silent_output_fraction")
             logger.warning(
                 "Epoch %d: the gradient was zero in every step, so the weights no longer "
-                "change%s. Lower optimizer.learning_rate, or raise the initial weights "
-                "(model.neuron_kwargs.weight_mean) so that the outputs spike.",
+                "change%s. Lower optimizer.learning_rate, or raise the output layer's "
+                "initial weights (model.output_kwargs.weight_mean) so that the outputs spike.",
                 epoch + 1,
                 "" if silent is None else f" (silent_output_fraction={silent:.3g})",
             )

@@ -86,3 +86,7 @@ def test_resolve_checkpoint_names_missing_path(tmp_path):
     message = str(caught.value)
     assert "resume=" in message
     assert "no-such-run" in message
+    assert "does not exist" in message
+    # A directory without a checkpoint, such as a failed run's.
+    with pytest.raises(ckpt.CheckpointError, match="contains no checkpoint"):
+        ckpt.resolve_checkpoint(tmp_path)

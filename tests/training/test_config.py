@@ -231,17 +231,30 @@ def test_config_error_fails_run_before_compiling(tmp_path, monkeypatch, compose_
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_config_error_exits_without_traceback(tmp_path):
+@pytest.mark.parametrize(
+    "override, named",
+    [("solver.rtol=-1", "solver.rtol"), ("resume=no-such-run", "no-such-run")],
+)
+def test_config_error_exits_without_traceback(tmp_path, override, named):
     command = [
-        sys.executable, "-m", "eventax_lab.train", "experiment=smoke", "solver.rtol=-1",
+        sys.executable, "-m", "eventax_lab.train", "experiment=smoke", override,
         f"hydra.run.dir={tmp_path}",
     ]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 1
     assert "Traceback" not in finished.stderr
-    assert "solver.rtol" in finished.stdout + finished.stderr
+    assert named in finished.stdout + finished.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert "solver.rtol" in summary["error"]
+    assert named in summary["error"]
+
+
+def test_fix_names_the_key_the_message_is_about(compose_config):
+    # The message names step_size='adaptive' too, after steps_per_iteration=1.
+    cfg = compose_config(["experiment=smoke", "solver.steps_per_iteration=1"])
+    settings = validate_run_config(cfg)
+    configure_precision(settings.trainer.dtype)
+    with pytest.raises(ConfigError, match="Fix solver.steps_per_iteration in the solver config"):
+        build_experiment(cfg, settings)
 
 
 def test_recorded_simulation_failure_stops_run(tmp_path, monkeypatch, compose_config):
