@@ -129,7 +129,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if not path.exists():
         raise CheckpointError(
             f"resume={str(path)!r} does not exist. Pass the directory of an earlier run, "
-            f"which holds {CHECKPOINT_DIR}/{LAST}, or a .ckpt file."
+            f"which contains {CHECKPOINT_DIR}/{LAST}, or a .ckpt file."
         )
     candidates = [path, path / CHECKPOINT_DIR / LAST, path / LAST]
     for candidate in candidates:

@@ -5,8 +5,9 @@ import math
 from typing import Literal
 
 import diffrax
-import numpy as np
 import optimistix as optx
+
+from ._values import is_int, is_real_number
 
 _SOLVERS = {
     "tsit5": diffrax.Tsit5,
@@ -21,17 +22,14 @@ _SOLVERS = {
 
 def _check_real(name: str, value, alternative: str = "") -> None:
     """Raise a ValueError naming `name` unless `value` is a finite real number."""
-    is_real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_)
-    )
-    if not (is_real and math.isfinite(value)):
+    if not (is_real_number(value) and math.isfinite(value)):
         extra = f", {alternative}" if alternative else ""
         raise ValueError(f"{name}={value!r} must be a finite number{extra}.")
 
 
 def _check_int(name: str, value, alternative: str = "") -> None:
     """Raise a ValueError naming `name` unless `value` is an int (not a bool)."""
-    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
+    if not is_int(value):
         extra = f", {alternative}" if alternative else ""
         raise ValueError(f"{name}={value!r} must be an int{extra}.")
 
@@ -83,8 +81,8 @@ class SimulationConfig:
     - `max_events`: loop iterations allowed per population, pauses included.
       `None` derives the bound from the input count, `max_spikes`, `max_steps`
       and `steps_per_iteration`, so `max_steps` or `max_spikes` is reached first.
-    - `lanes_per_vmap`: the most (sample, neuron) lanes of a layer without
-      recurrence that one vmapped event loop runs (`run_independent_neurons`).
+    - `lanes_per_vmap`: the maximum number of (sample, neuron) lanes of a layer
+      without recurrence that one vmapped event loop runs (`run_independent_neurons`).
       More lanes run as several equal chunks, one after another. A vmapped loop
       runs until its slowest lane is done, and a smaller one keeps its working
       set in the CPU's caches. `None` runs every lane in one vmap. On the
@@ -160,7 +158,7 @@ class SimulationConfig:
             if not getattr(self, name) < 1:
                 raise ValueError(
                     f"{name}={getattr(self, name)} must be < 1: a relative error of 100 % "
-                    "or more accepts any answer. Typical values lie in [1e-8, 1e-2]."
+                    "or more accepts any step. Typical values lie in [1e-8, 1e-2]."
                 )
         if not self.simultaneous_tol >= 0:
             raise ValueError(
@@ -175,23 +173,22 @@ class SimulationConfig:
             _check_int(name, getattr(self, name))
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
-        for name in ("max_events", "lanes_per_vmap"):
-            if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), "or None")
+        for name, none_means in (
+            ("max_events", "a bound derived from the inputs"),
+            ("lanes_per_vmap", "one vmap over all lanes"),
+        ):
+            value = getattr(self, name)
+            if value is not None:
+                _check_int(name, value, f"or None for {none_means}")
+                if value < 1:
+                    raise ValueError(f"{name}={value} must be >= 1, or None for {none_means}.")
         if self.step_size == "adaptive" and self.steps_per_iteration < 2:
-            # A solve that pauses hands on its longest accepted step as the next
+            # A solve that pauses passes its longest accepted step on as the next
             # solve's first trial step, so the step grows only inside one solve.
             raise ValueError(
                 f"steps_per_iteration={self.steps_per_iteration} with step_size='adaptive' "
                 "never lets the step size grow past dt; use 2 or more."
             )
-        if self.lanes_per_vmap is not None and self.lanes_per_vmap < 1:
-            raise ValueError(
-                f"lanes_per_vmap={self.lanes_per_vmap} must be >= 1, or None for one vmap "
-                "over all lanes."
-            )
-        if self.max_events is not None and self.max_events < 1:
-            raise ValueError(f"max_events={self.max_events} must be >= 1 or None.")
         if self.root_finder not in ("newton", "bisection"):
             raise ValueError(f"root_finder={self.root_finder!r}; use 'newton' or 'bisection'.")
         if self.errors not in ("raise", "record"):

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
+from ._values import is_int
 from .config import SimulationConfig
 from .neurons.base import NeuronModel, NonSpiking, connection_fields
 from .recording import Recording
@@ -26,15 +27,15 @@ def _flatten_spike_train(
 
 
 def _as_spike_times(input_spikes) -> Float[Array, "..."]:
-    """Return `input_spikes` as a float array; integer times become floats.
+    """Return `input_spikes` as a float array, casting integer times to floats.
 
     Integer arrays cannot hold `inf` (no spike), and the event loop compares times
     in floating point.
     """
-    array = input_spikes if isinstance(input_spikes, jax.Array) else jnp.asarray(input_spikes)
+    array = jnp.asarray(input_spikes)
     if jnp.issubdtype(array.dtype, jnp.floating):
         return array
-    if jnp.issubdtype(array.dtype, jnp.integer) and array.dtype != jnp.bool_:
+    if jnp.issubdtype(array.dtype, jnp.integer):
         return array.astype(jnp.result_type(float))
     raise ValueError(
         f"input_spikes has dtype {array.dtype}; pass spike times as floats, with inf "
@@ -324,9 +325,8 @@ def build_network(
 
     if neuron not in MODELS:
         raise ValueError(f"model.neuron={neuron!r} is unknown; choose one of {sorted(MODELS)}.")
-    if isinstance(hidden_sizes, (str, bytes)) or not isinstance(hidden_sizes, Sequence) or any(
-        not isinstance(size, (int, np.integer)) or isinstance(size, bool) for size in hidden_sizes
-    ):
+    is_list = isinstance(hidden_sizes, Sequence) and not isinstance(hidden_sizes, (str, bytes))
+    if not is_list or not all(is_int(size) for size in hidden_sizes):
         raise ValueError(
             f"model.hidden_sizes={hidden_sizes!r} must be a list of ints, such as [120] for "
             "one hidden layer or [] for none."

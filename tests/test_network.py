@@ -147,7 +147,7 @@ def test_bad_shapes_and_names_raise():
         simulate_batch(network, jnp.ones((1, 3, 1), bool), CONFIG)
 
 
-def test_integer_and_list_spike_times_act_as_floats(network):
+def test_integer_spike_times_act_as_floats(network):
     # Integer arrays cannot hold inf, so they arrive as whole-ms spike times.
     whole_ms = [[[2], [9], [0]], [[14], [3], [0]]]
     expected = simulate_batch(network, jnp.asarray(whole_ms, float), CONFIG).first_spike_times
@@ -155,5 +155,5 @@ def test_integer_and_list_spike_times_act_as_floats(network):
     for spikes in (jnp.asarray(whole_ms), whole_ms):
         got = simulate_batch(network, spikes, CONFIG).first_spike_times
         np.testing.assert_array_equal(got, expected)
-    one = network.simulate(np.asarray(whole_ms[0]), CONFIG).first_spike_times
-    np.testing.assert_allclose(one, expected[0], rtol=1e-9)
+    single_sample = network.simulate(np.asarray(whole_ms[0]), CONFIG).first_spike_times
+    np.testing.assert_allclose(single_sample, expected[0], rtol=1e-9)

@@ -256,12 +256,15 @@ def test_config_rejects_bad_values_by_name(setting, value):
         SimulationConfig(**{setting: value})
 
 
-def test_one_adaptive_step_per_iteration_is_refused():
-    # A paused solve hands on its longest accepted step, so one step per
+def test_single_adaptive_step_rejected():
+    # A paused solve passes its longest accepted step on, so one step per
     # iteration would keep the first trial step dt for the whole window.
     with pytest.raises(ValueError, match="steps_per_iteration=1"):
         SimulationConfig(steps_per_iteration=1)
-    # Constant steps never grow, so one per iteration is fine: the bias-driven
+
+
+def test_single_constant_step_finds_spike():
+    # Constant steps never grow, so one per iteration is valid. The bias-driven
     # first spike lands within five Euler steps of tau_mem ln(i / (i - theta)).
     config = SimulationConfig(
         t_end=60.0, solver="euler", step_size="constant", dt=0.01, steps_per_iteration=1,
@@ -383,9 +386,8 @@ def test_lanes_in_chunks_match_one_vmap(adjoint):
     np.testing.assert_allclose(chunked.spike_times, whole.spike_times, rtol=1e-12)
     np.testing.assert_allclose(chunked.samples, whole.samples, rtol=1e-12)
     grad = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)
-    (model_whole, times_whole), (model_chunked, times_chunked) = grad(model, times, None), grad(
-        model, times, 4
-    )
+    model_whole, times_whole = grad(model, times, None)
+    model_chunked, times_chunked = grad(model, times, 4)
     np.testing.assert_allclose(model_chunked.weight, model_whole.weight, rtol=1e-10)
     np.testing.assert_allclose(model_chunked.bias, model_whole.bias, rtol=1e-10)
     np.testing.assert_allclose(times_chunked, times_whole, rtol=1e-10)

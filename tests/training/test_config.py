@@ -248,7 +248,7 @@ def test_config_error_exits_without_traceback(tmp_path, override, named):
     assert named in summary["error"]
 
 
-def test_fix_names_the_key_the_message_is_about(compose_config):
+def test_fix_names_first_key_in_message(compose_config):
     # The message names step_size='adaptive' too, after steps_per_iteration=1.
     cfg = compose_config(["experiment=smoke", "solver.steps_per_iteration=1"])
     settings = validate_run_config(cfg)
@@ -284,10 +284,11 @@ def test_zero_gradient_epoch_warns(tmp_path, monkeypatch, compose_config, caplog
     cfg = compose_config(["experiment=smoke", f"hydra.run.dir={tmp_path}"])
     with caplog.at_level("WARNING", logger="eventax_lab.training"):
         run(cfg, JobInfo(run_dir=tmp_path))
-    warnings = [r.getMessage() for r in caplog.records if "gradient was zero" in r.getMessage()]
-    assert len(warnings) == 1
-    assert "silent_output_fraction=1" in warnings[0]
-    assert "optimizer.learning_rate" in warnings[0]
+    messages = [record.getMessage() for record in caplog.records]
+    zero_gradient = [message for message in messages if "gradient was zero" in message]
+    assert len(zero_gradient) == 1
+    assert "silent_output_fraction=1" in zero_gradient[0]
+    assert "optimizer.learning_rate" in zero_gradient[0]
 
 
 def test_parallel_launcher_composes():
