@@ -413,9 +413,15 @@ def _event_loop(
         # A solve without an accepted step has no dense output to read.
         empty = ~is_step[0]
 
-        def condition_at(t):
+        def condition_at(t, step):
+            # The step's own interpolant: `dense.evaluate` would search the step
+            # ends for it, a loop of its own in every iteration.
             t = jnp.where(empty, dense.ts[0], t)
-            value = jnp.max(frozen.spike_condition(t, dense.evaluate(t)[0]))
+            local = dense.interpolation_cls(
+                t0=dense.ts[step], t1=dense.ts[step + 1],
+                **jax.tree.map(lambda info: info[step], dense.infos),
+            )
+            value = jnp.max(frozen.spike_condition(t, local.evaluate(t)[0]))
             return jnp.where(empty, -1.0, value)
 
         # Values and slopes at the boundaries come from the states the solver
@@ -460,11 +466,17 @@ def _event_loop(
         t_peak = starts[step] + u_peak[step] * h[step]
         # The dense output at the estimated peak decides: the Hermite estimate alone
         # is only as accurate as a cubic through the step's ends.
-        reaches = has_peak[step] & (condition_at(t_peak) >= 0)
+        reaches = has_peak[step] & (condition_at(t_peak, step) >= 0)
         return jax.lax.stop_gradient(jnp.where(reaches, t_peak, jnp.inf))
 
 
+    def running(carry: _Carry) -> Bool[Array, ""]:
+        return ~carry.done & ~carry.spike_overflow & ~carry.out_of_steps
+
     def body(carry: _Carry) -> _Carry:
+        # Under vmap the loop runs while any lane runs (see `guarded_body`), and a
+        # lane that has stopped writes no sample and no record.
+        active = running(carry)
         state = carry.y[0]
         t_input = _next_time(input_times, carry.next_input)
         t_sample = _next_time(sample_ts, carry.next_sample)
@@ -529,7 +541,9 @@ def _event_loop(
         next_input = carry.next_input + jnp.sum(delivered)
         all_arrived = arrived & (_next_time(input_times, next_input) > t_target)
 
-        take_sample = all_arrived & (t_target == t_sample) & (carry.next_sample < n_samples)
+        take_sample = (
+            active & all_arrived & (t_target == t_sample) & (carry.next_sample < n_samples)
+        )
         samples = carry.samples
         if n_samples > 0:
             sample_slot = jnp.minimum(carry.next_sample, n_samples - 1)
@@ -546,7 +560,7 @@ def _event_loop(
         out_of_steps = paused & (segment_steps >= config.max_steps)
         records = carry.records
         if record:
-            keep = any_spike | (arrived & (jnp.any(delivered) | take_sample | done))
+            keep = active & (any_spike | (arrived & (jnp.any(delivered) | take_sample | done)))
             records = _record_event(
                 records, keep, t_new, y_new[0], state_new, spiked, slot,
                 crossed & ~spike_now, spike_now, carry.next_input, next_input,
@@ -612,9 +626,25 @@ def _event_loop(
         solver_failed=jnp.asarray(False),
         records=records,
     )
+    def guarded_body(carry: _Carry) -> _Carry:
+        # Under vmap, a loop whose condition differs between lanes selects between
+        # the old and new value of every carried array after each iteration. The
+        # records and samples are the largest arrays: an output neuron keeps a
+        # record slot per input spike. So the loop runs while any lane runs,
+        # `body` masks the writes of stopped lanes, and only the small fields
+        # are selected here.
+        new = body(carry)
+        keep = running(carry)
+        selected = jax.tree.map(
+            lambda a, b: jnp.where(keep, a, b),
+            new._replace(samples=None, records=None),
+            carry._replace(samples=None, records=None),
+        )
+        return selected._replace(samples=new.samples, records=new.records)
+
     final = eqxi.while_loop(
-        lambda c: ~c.done & ~c.spike_overflow & ~c.out_of_steps,
-        body,
+        lambda c: eqxi.unvmap_any(running(c)),
+        guarded_body,
         init,
         max_steps=max_events,
         # The event adjoint does not differentiate this loop. Otherwise, one
@@ -642,6 +672,32 @@ def _record_event(records: _Records, keep, t, pre, post, spiked, slot, crossed, 
         for field, value in zip(records[2:], new)
     ]
     return _Records(records.count + keep.astype(records.count.dtype), records.dt, *fields)
+
+
+def _backward_start(records: _Records, ct_spikes, ct_samples, ct_acc) -> Int[Array, ""]:
+    """Return the last recorded event whose outputs have a nonzero cotangent, or -1.
+
+    After that event the adjoint and every time cotangent are zero, and so is all
+    that the segments there add to the gradients. The backward loop therefore
+    starts at it: a neuron whose later spikes do not reach the loss (those after
+    the outputs' first spikes, say) skips their segments. `ct_spikes` has shape
+    `[n, capacity]`, `ct_samples` `[p, n, observables]`, and `ct_acc` holds the
+    integrals' cotangents, or `(None, None)` without integrals.
+    """
+    capacity = ct_spikes.shape[1]
+    n = ct_spikes.shape[0]
+    events = jnp.arange(records.t.shape[0])
+    ct_at_slot = ct_spikes[jnp.arange(n)[None, :], jnp.minimum(records.slot, capacity - 1)]
+    has_ct = jnp.any(records.spiked & (records.slot < capacity) & (ct_at_slot != 0), axis=1)
+    if ct_samples.shape[0] > 0:
+        sample_has_ct = jnp.any(ct_samples != 0, axis=(1, 2))
+        has_ct = has_ct | ((records.sample >= 0) & sample_has_ct[jnp.maximum(records.sample, 0)])
+    start = jnp.max(jnp.where(has_ct & (events < records.count), events, -1))
+    if ct_acc[0] is not None:
+        # An integral's cotangent reaches the adjoint in every segment.
+        integral_has_ct = jnp.any(ct_acc[0] != 0) | jnp.any(ct_acc[1] != 0)
+        start = jnp.where(integral_has_ct, records.count - 1, start)
+    return start
 
 
 @eqx.filter_custom_vjp
@@ -878,9 +934,9 @@ def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sa
         )
         if n_inputs > 0:
             # One element, not a select over all inputs: an iteration's cost stays
-            # independent of the input count.
+            # independent of the input count. A lane that has finished adds nothing.
             first = jnp.minimum(records.first_input[r], n_inputs - 1)
-            g_inputs = g_inputs.at[first].add(c_input)
+            g_inputs = g_inputs.at[first].add(jnp.where(r >= 0, c_input, 0.0))
         t = jnp.where(at_event, records.t[r], t)
         state = jnp.where(at_event, records.pre[r], state)
         segment_steps = jnp.where(at_event, 0, segment_steps)
@@ -898,10 +954,10 @@ def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sa
             g_read, g_inputs, pending, dt_next, segment_steps, failed | solve_failed | too_long,
         )
 
-    count = records.count
-    last = jnp.maximum(count - 1, 0)
+    start = _backward_start(records, ct_spikes, ct_samples, ct_acc)
+    last = jnp.maximum(start, 0)
     init = (
-        count - 1,
+        start,
         jnp.asarray(True),
         records.t[last],
         records.pre[last],
@@ -914,7 +970,23 @@ def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sa
         jnp.asarray(0),
         jnp.asarray(False),
     )
-    final = jax.lax.while_loop(lambda carry: carry[0] >= 0, body, init)
+    def guarded_body(carry):
+        # As in the forward loop: the loop runs while any lane runs, so that the
+        # input gradients, the largest carried array, are not selected each
+        # iteration. `body` adds nothing to them in a finished lane.
+        new = body(carry)
+        running = carry[0] >= 0
+        selected = [
+            jax.tree.map(lambda a, b: jnp.where(running, a, b), x, y)
+            for x, y in zip(new[:7], carry[:7])
+        ]
+        rest = [
+            jax.tree.map(lambda a, b: jnp.where(running, a, b), x, y)
+            for x, y in zip(new[8:], carry[8:])
+        ]
+        return (*selected, new[7], *rest)
+
+    final = jax.lax.while_loop(lambda carry: eqxi.unvmap_any(carry[0] >= 0), guarded_body, init)
     adjoint, g_params, g_read, g_inputs, failed = final[4], final[5], final[6], final[7], final[11]
     g_params = jax.tree.map(jnp.add, g_params, read_gradients(g_read))
     _, init_vjp = jax.vjp(lambda p: as_model(p).init_state(n).astype(dtype), params)

@@ -13,7 +13,13 @@ import pytest
 from eventax_lab.config import SimulationConfig
 from eventax_lab.network import make_feedforward, simulate_batch
 from eventax_lab.neurons import EGRU, LIF, QIF, trainable_filter
-from eventax_lab.simulate import INPUT_WINDOW, run_population
+from eventax_lab.simulate import (
+    INPUT_WINDOW,
+    _backward_start,
+    _Records,
+    run_independent_neurons,
+    run_population,
+)
 
 TAU_MEM, TAU_SYN = 20.0, 5.0
 EVENT = SimulationConfig(
@@ -303,6 +309,115 @@ def test_gradients_of_partial_arguments():
     np.testing.assert_allclose(only_bias, both[1], rtol=1e-12)
     assert float(jnp.abs(both[1][0])) > 0
     assert float(jnp.min(jnp.abs(both[0]))) > 0
+
+
+def test_backward_start_last_cotangent_event():
+    # Events 0-3 are recorded (count 4). Slot 4 contains a stale spike past the count.
+    # Neuron 0 spikes at events 1 (slot 0) and 3 (slot 1), and neuron 1 at event 2
+    # with slot 2, past the capacity of 2 (an overflow, which writes no time).
+    # Event 2 also takes sample 0.
+    spiked = np.zeros((5, 2), bool)
+    spiked[[1, 3, 4], 0] = True
+    spiked[2, 1] = True
+    slot = np.zeros((5, 2), np.int32)
+    slot[3, 0], slot[2, 1], slot[4, 0] = 1, 2, 1
+    records = _Records(
+        count=jnp.asarray(4), dt=jnp.asarray(0.1), t=jnp.arange(5.0),
+        pre=jnp.zeros((5, 2, 2)), post=jnp.zeros((5, 2, 2)),
+        spiked=jnp.asarray(spiked), slot=jnp.asarray(slot),
+        crossed=jnp.zeros(5, bool), tied=jnp.zeros(5, bool),
+        first_input=jnp.zeros(5, jnp.int32), end_input=jnp.zeros(5, jnp.int32),
+        sample=jnp.array([-1, -1, 0, -1, -1]),
+    )
+    no_samples = jnp.zeros((1, 2, 2))
+    no_integrals = (None, None)
+
+    def start(ct_spikes, ct_samples=no_samples, ct_acc=no_integrals):
+        return int(_backward_start(records, jnp.asarray(ct_spikes, float), ct_samples, ct_acc))
+
+    assert start([[1.0, 0.0], [0.0, 0.0]]) == 1
+    assert start([[0.0, 2.0], [0.0, 0.0]]) == 3
+    # Neuron 1's overflowing spike has no slot, so its cotangent reaches nothing.
+    assert start([[0.0, 0.0], [5.0, 5.0]]) == -1
+    assert start(np.zeros((2, 2)), ct_samples=jnp.ones((1, 2, 2))) == 2
+    assert start([[1.0, 0.0], [0.0, 0.0]], ct_samples=jnp.ones((1, 2, 2))) == 2
+    # A NaN cotangent is not zero: it must reach the gradients.
+    assert start([[0.0, jnp.nan], [0.0, 0.0]]) == 3
+    integrals = (jnp.zeros((2, 2)), jnp.zeros((2, 2)).at[1, 0].set(0.5))
+    assert start(np.zeros((2, 2)), ct_acc=integrals) == 3
+    assert start(np.zeros((2, 2)), ct_acc=(jnp.zeros((2, 2)), jnp.zeros((2, 2)))) == -1
+
+
+@pytest.mark.parametrize("read", ["one neuron's first spike", "an early sample"])
+def test_gradients_of_early_outputs_match_differences(read):
+    # The loss reads one output early in the window. Spikes, inputs and a sample
+    # follow it, and the backward pass starts at the event that output comes from.
+    model = lif(2, 3, weight=[[1.5, 2.0, 1.0], [4.0, 1.0, 2.5]], bias_init=1.3)
+    times = jnp.array([2.0, 7.0, 20.5])
+    sample_ts = jnp.array([10.0, 40.0])
+
+    def loss(model, times, config):
+        result = run_population(model, times, jnp.arange(3), config, sample_ts=sample_ts)
+        if read == "an early sample":
+            return jnp.sum(jnp.cos(result.samples[0]))
+        return result.spike_times[1, 0]
+
+    result = run_population(model, times, jnp.arange(3), EVENT, sample_ts=sample_ts)
+    first = float(result.spike_times[1, 0])
+    later = np.asarray(result.spike_times)[np.isfinite(result.spike_times)]
+    assert first < 10.0, "the output must come early"
+    assert int(np.sum(later > 10.0)) >= 2, "spikes must follow the output"
+
+    g_model, g_times = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)(model, times, EVENT)
+    value = jax.jit(loss, static_argnums=2)
+    step = 1e-4
+    numeric_weight = finite_difference(
+        lambda w: float(value(eqx.tree_at(lambda m: m.weight, model, jnp.asarray(w)), times, STEPS)),
+        model.weight, step,
+    )
+    numeric_bias = finite_difference(
+        lambda b: float(value(eqx.tree_at(lambda m: m.bias, model, jnp.asarray(b)), times, STEPS)),
+        model.bias, step,
+    )
+    numeric_times = finite_difference(
+        lambda t: float(value(model, jnp.asarray(t), STEPS)), times, step
+    )
+    np.testing.assert_allclose(np.asarray(g_model.weight), numeric_weight, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(g_model.bias), numeric_bias, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(g_times), numeric_times, rtol=1e-5, atol=1e-6)
+    assert float(jnp.max(jnp.abs(g_model.bias))) > 1e-3
+
+
+def test_vmapped_event_gradients_match_one_loop():
+    # One loop over the population against one vmapped lane per neuron. The lanes
+    # record different numbers of events, and two of them get no cotangent, so
+    # the vmapped backward loop runs on after some lanes have finished.
+    model = lif(4, 2, weight=[[2.5, 1.0], [0.2, 0.3], [1.5, 2.5], [0.4, 0.1]], bias_init=1.1)
+    model = eqx.tree_at(lambda m: m.bias, model, jnp.array([1.3, 0.2, 1.1, 0.6]))
+    times, sources = jnp.array([1.0, 4.0, 9.0, 20.0]), jnp.array([0, 1, 0, 1])
+
+    def loss(model, times, simulate, integrals=False):
+        result = simulate(model, times, sources, EVENT, integrals=integrals)
+        value = result.spike_times[0, 0] + jnp.sin(result.spike_times[2, 1])
+        return value + 0.01 * jnp.sum(result.integral[:, 0]) if integrals else value
+
+    counts = run_population(model, times, sources, EVENT).spike_counts
+    assert int(counts[0]) >= 2
+    assert int(counts[2]) >= 2
+    assert int(counts[1]) != int(counts[0]), "the lanes must record different events"
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=(2, 3))
+    for integrals in (False, True):
+        # With an integral in the loss, every lane's backward loop covers all its events.
+        one_model, one_times = grad(model, times, run_population, integrals)
+        lane_model, lane_times = grad(model, times, run_independent_neurons, integrals)
+        np.testing.assert_allclose(lane_model.weight, one_model.weight, rtol=1e-7, atol=1e-12)
+        np.testing.assert_allclose(lane_model.bias, one_model.bias, rtol=1e-7, atol=1e-12)
+        np.testing.assert_allclose(lane_times, one_times, rtol=1e-7, atol=1e-12)
+        if not integrals:
+            # Neurons 1 and 3 reach no output, so their parameters get exactly nothing.
+            np.testing.assert_array_equal(np.asarray(lane_model.weight)[[1, 3]], 0.0)
+            np.testing.assert_array_equal(np.asarray(lane_model.bias)[[1, 3]], 0.0)
+        assert float(jnp.min(jnp.abs(lane_model.bias[jnp.array([0, 2])]))) > 1e-3
 
 
 def test_unknown_adjoint_names_choices():
