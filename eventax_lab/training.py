@@ -228,22 +228,45 @@ class Trainer:
         epochs.close()
         return state
 
+    def _require_monitor(self, names) -> None:
+        """Raise a `ConfigError` unless `trainer.monitor` is among the metric `names`."""
+        if self.monitor.metric not in names:
+            raise ConfigError(
+                f"trainer.monitor={self.monitor.metric!r} is not a validation metric of this "
+                f"loss. Choose one of {sorted(names)} or auto."
+            )
+
     def _validate(self, network) -> tuple[dict[str, float], float]:
         """Return the validation metrics under `val/` names and the monitored value."""
         validation = self.evaluate(network, self.datasets["val"], desc="val")
-        value = validation.metrics.get(self.monitor.metric)
-        if value is None:
-            raise ConfigError(
-                f"trainer.monitor={self.monitor.metric!r} is not a validation metric of this "
-                f"loss. Choose one of {sorted(validation.metrics)} or auto."
-            )
+        self._require_monitor(validation.metrics)
+        value = validation.metrics[self.monitor.metric]
         return {f"val/{name}": metric for name, metric in validation.metrics.items()}, value
+
+    def _check_monitor(self, network) -> None:
+        """Check `trainer.monitor` against the names of the evaluation's metrics.
+
+        The names come from tracing one evaluation step without compiling it, so a
+        misspelled metric is reported in seconds rather than after the first
+        validation compiles.
+        """
+        batch = next(iter(iterate_batches(
+            self.datasets["val"], self.eval_batch_size, seed=0, epoch=0, shuffle=False,
+            last_batch="pad",
+        )))
+        spikes, targets, mask = to_device_batch(batch, self.dtype, self.regression)
+        _, metrics, _ = eqx.filter_eval_shape(
+            eval_step, network, spikes, targets, mask, self.loss, self.config
+        )
+        # `evaluate` averages the loss value and every metric but the failure code.
+        self._require_monitor({"loss", *metrics} - {FAILURES_KEY})
 
     def _validate_initial_network(self, state: TrainingState) -> TrainingState:
         """Record the untrained network's validation metrics as epoch 0.
 
-        This also checks `trainer.monitor` before the training step is compiled.
+        This also checks `trainer.monitor`, first from the metric names alone.
         """
+        self._check_monitor(state.network)
         start = time.perf_counter()
         metrics, _ = self._validate(state.network)
         record = {"epoch": 0, "step": 0, **metrics, "time/eval_s": time.perf_counter() - start}

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from eventax_lab import checkpoint as ckpt
 from eventax_lab import training
 from eventax_lab.experiment import build_experiment, configure_precision
-from eventax_lab.run_config import validate_run_config
+from eventax_lab.run_config import ConfigError, validate_run_config
 from eventax_lab.training import Trainer
 
 SMOKE = ["experiment=smoke", "trainer.epochs=2"]
@@ -202,6 +202,22 @@ def test_resume_restores_network_and_optimizer(smoke_run, compose_config):
     restored = jax.tree.leaves(eqx.filter(state.network, eqx.is_array))
     assert any(not np.array_equal(a, b) for a, b in zip(initial, restored))
 
+
+
+def test_misspelled_monitor_reported_before_validation(compose_config, monkeypatch):
+    cfg = compose_config([*SMOKE, "logger=none", "trainer.monitor=acuracy"])
+    settings = validate_run_config(cfg)
+    configure_precision(settings.trainer.dtype)
+    experiment = build_experiment(cfg, settings)
+    trainer = Trainer(experiment.datasets, experiment.loss, experiment.config,
+                      experiment.optimizer, settings.trainer)
+
+    def evaluate(*args, **kwargs):
+        raise AssertionError("the validation ran before trainer.monitor was checked")
+
+    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    with pytest.raises(ConfigError, match=r"trainer.monitor='acuracy'.*'accuracy'"):
+        trainer.fit(trainer.init_state(experiment.network))
 
 def test_multirun_writes_results_table(tmp_path, run_cli):
     sweep_dir = tmp_path / "sweep"
