@@ -507,6 +507,13 @@ CONFIGURATIONS = [
      {**OURS_DEFAULT, "rtol": 1e-3, "atol": 1e-3, "adjoint": "event"}),
     ("ours", "ours float32, rtol=atol=3e-3, adjoint=event",
      {**OURS_DEFAULT, "rtol": 3e-3, "atol": 3e-3, "adjoint": "event"}),
+    # Two solver steps per loop iteration, with lanes in chunks.
+    ("ours", "ours float32, rtol=atol=1e-4, adjoint=event, steps_per_iteration=2",
+     {**OURS_DEFAULT, "rtol": 1e-4, "atol": 1e-4, "adjoint": "event", "steps_per_iteration": 2}),
+    ("ours", "ours float32, rtol=atol=1e-3, adjoint=event, steps_per_iteration=2",
+     {**OURS_DEFAULT, "rtol": 1e-3, "atol": 1e-3, "adjoint": "event", "steps_per_iteration": 2}),
+    ("ours", "ours float32, rtol=atol=3e-3, adjoint=event, steps_per_iteration=2",
+     {**OURS_DEFAULT, "rtol": 3e-3, "atol": 3e-3, "adjoint": "event", "steps_per_iteration": 2}),
     # The Hydra solver config's loop settings, with its rtol (1e-4) and a looser one.
     ("ours", "ours float32, rtol=atol=1e-4, adjoint=event, steps_per_iteration=2, lanes_per_vmap=None",
      {**OURS_DEFAULT, "rtol": 1e-4, "atol": 1e-4, "adjoint": "event", "steps_per_iteration": 2,
