@@ -61,8 +61,9 @@ class SimulationConfig:
       the condition is read there on the dense output. If the peak reaches
       threshold, the loop solves again up to it, so that diffrax's event finds
       the crossing. `False` leaves detection to the step ends. On the
-      benchmark network of `experiments/bench` the check adds about 6 % to the
-      time per batch and 3 s to the first call.
+      benchmark network of `experiments/bench`, through the steps at rtol
+      1e-6, the check added about 12 % to the time per batch and 6 s to the
+      first call.
     - `root_finder`: `"bisection"` (default) or `"newton"`, with tolerances
       `root_rtol`, `root_atol` on the spike time (and `root_atol` on the spike
       condition). Newton starts at the end of the solver step and fails when the
@@ -87,9 +88,9 @@ class SimulationConfig:
       runs until its slowest lane is done, and a smaller one keeps its working
       set in the CPU's caches. `None` runs every lane in one vmap. On the
       benchmark network of `experiments/bench` (3840 hidden lanes, 8 chunks
-      of 480), chunks made a batch through the steps about a quarter faster.
-      With the event adjoint they gained at most 10 % and added 1 to 4 s to
-      the first call, so the Hydra solver config sets `None`. Which lanes
+      of 480), chunks cut the time of a batch through the steps by a quarter.
+      With the event adjoint, one vmap took 1.6x as long per batch as chunks,
+      which added 0.7 to 3 s to the first call. Which lanes
       share a vmap moves spike times within the solver's tolerance.
     - `adjoint`: how gradients are computed. `"recursive_checkpoint"`
       backpropagates through the solver steps, storing every step, and gives

@@ -11,13 +11,15 @@ the config key the error is about.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import inspect
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
@@ -274,6 +276,23 @@ def _keys_named_in(message: str, group_node: DictConfig, group: str) -> list[str
     return [key for _, key in sorted(with_value or mentioned)]
 
 
+def _suggest_argument(message: str, node) -> str:
+    """Return a hint naming the target's closest parameter to an unexpected keyword, or ''.
+
+    Hydra's `+group.key=value` adds a key that the target may not take, and
+    Python then reports "unexpected keyword argument 'key'".
+    """
+    match = re.search(r"unexpected keyword argument '(\w+)'", message)
+    if match is None:
+        return ""
+    try:
+        parameters = list(inspect.signature(get_object(node.get("_target_"))).parameters)
+    except (ImportError, ValueError, TypeError, AttributeError):
+        return ""
+    close = difflib.get_close_matches(match.group(1), parameters, n=1)
+    return f" Did you mean {close[0]}?" if close else ""
+
+
 def instantiate_group(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
     """Build the object of config group `group` with `hydra.utils.instantiate`.
 
@@ -291,9 +310,11 @@ def instantiate_group(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
         keys = _keys_named_in(message, node, group)
         if keys:
             where = " or ".join(keys)
+            stop = "" if message.endswith((".", "!", "?")) else "."
             raise ConfigError(
-                f"Invalid {where}: {type(cause).__name__}: {message} Fix {keys[0]} in the "
-                f"{group} config or override it on the command line."
+                f"Invalid {where}: {type(cause).__name__}: {message}{stop} Fix {keys[0]} in "
+                f"the {group} config or override it on the command line."
+                f"{_suggest_argument(message, node)}"
             ) from cause
         raise ConfigError(
             f"The {group} config ({group}._target_={node.get('_target_')!r}) failed: "

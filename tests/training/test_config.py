@@ -257,6 +257,17 @@ def test_fix_names_first_key_in_message(compose_config):
         build_experiment(cfg, settings)
 
 
+
+def test_added_misspelled_key_suggests_parameter(compose_config):
+    cfg = compose_config(["experiment=smoke", "+solver.lanes_per_vmp=8"])
+    settings = validate_run_config(cfg)
+    configure_precision(settings.trainer.dtype)
+    with pytest.raises(ConfigError) as raised:
+        build_experiment(cfg, settings)
+    message = str(raised.value)
+    assert "'lanes_per_vmp'. Fix solver.lanes_per_vmp in the solver config" in message
+    assert message.endswith("Did you mean lanes_per_vmap?")
+
 def test_recorded_simulation_failure_stops_run(tmp_path, monkeypatch, compose_config):
     # A training step whose simulation recorded a spike overflow, without compiling one.
     def failing_step(params, static, opt_state, *args, **kwargs):
