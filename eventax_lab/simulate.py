@@ -473,10 +473,9 @@ def _event_loop(
     def running(carry: _Carry) -> Bool[Array, ""]:
         return ~carry.done & ~carry.spike_overflow & ~carry.out_of_steps
 
-    def body(carry: _Carry) -> _Carry:
+    def body(carry: _Carry, active: Bool[Array, ""]) -> _Carry:
         # Under vmap the loop runs while any lane runs (see `guarded_body`), and a
-        # lane that has stopped writes no sample and no record.
-        active = running(carry)
+        # lane that has stopped (`active` false) writes no sample and no record.
         state = carry.y[0]
         t_input = _next_time(input_times, carry.next_input)
         t_sample = _next_time(sample_ts, carry.next_sample)
@@ -626,17 +625,18 @@ def _event_loop(
         solver_failed=jnp.asarray(False),
         records=records,
     )
+
     def guarded_body(carry: _Carry) -> _Carry:
         # Under vmap, a loop whose condition differs between lanes selects between
         # the old and new value of every carried array after each iteration. The
-        # records and samples are the largest arrays: an output neuron keeps a
-        # record slot per input spike. So the loop runs while any lane runs,
-        # `body` masks the writes of stopped lanes, and only the small fields
-        # are selected here.
-        new = body(carry)
-        keep = running(carry)
-        selected = jax.tree.map(
-            lambda a, b: jnp.where(keep, a, b),
+        # records and samples are the largest arrays, because an output neuron
+        # keeps a record slot per input spike. So the loop runs while any lane
+        # runs, `body` masks the writes of stopped lanes, and only the small
+        # fields are selected here.
+        active = running(carry)
+        new = body(carry, active)
+        selected = _select_running(
+            active,
             new._replace(samples=None, records=None),
             carry._replace(samples=None, records=None),
         )
@@ -674,6 +674,11 @@ def _record_event(records: _Records, keep, t, pre, post, spiked, slot, crossed, 
     return _Records(records.count + keep.astype(records.count.dtype), records.dt, *fields)
 
 
+def _select_running(running: Bool[Array, ""], new, old):
+    """Return `new` where `running` is true and `old` elsewhere, leaf by leaf."""
+    return jax.tree.map(lambda a, b: jnp.where(running, a, b), new, old)
+
+
 def _backward_start(records: _Records, ct_spikes, ct_samples, ct_acc) -> Int[Array, ""]:
     """Return the last recorded event whose outputs have a nonzero cotangent, or -1.
 
@@ -681,11 +686,10 @@ def _backward_start(records: _Records, ct_spikes, ct_samples, ct_acc) -> Int[Arr
     that the segments there add to the gradients. The backward loop therefore
     starts at it: a neuron whose later spikes do not reach the loss (those after
     the outputs' first spikes, say) skips their segments. `ct_spikes` has shape
-    `[n, capacity]`, `ct_samples` `[p, n, observables]`, and `ct_acc` holds the
-    integrals' cotangents, or `(None, None)` without integrals.
+    `[n, capacity]`, `ct_samples` `[p, n, observables]`, and `ct_acc` contains
+    the integrals' cotangents, or `(None, None)` without integrals.
     """
-    capacity = ct_spikes.shape[1]
-    n = ct_spikes.shape[0]
+    n, capacity = ct_spikes.shape
     events = jnp.arange(records.t.shape[0])
     ct_at_slot = ct_spikes[jnp.arange(n)[None, :], jnp.minimum(records.slot, capacity - 1)]
     has_ct = jnp.any(records.spiked & (records.slot < capacity) & (ct_at_slot != 0), axis=1)
@@ -970,21 +974,18 @@ def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sa
         jnp.asarray(0),
         jnp.asarray(False),
     )
+
     def guarded_body(carry):
-        # As in the forward loop: the loop runs while any lane runs, so that the
-        # input gradients, the largest carried array, are not selected each
-        # iteration. `body` adds nothing to them in a finished lane.
+        # As in the forward loop, the loop runs while any lane runs, so that the
+        # input gradients (entry 7), the largest carried array, are not selected
+        # each iteration. `body` adds nothing to them in a finished lane.
         new = body(carry)
-        running = carry[0] >= 0
-        selected = [
-            jax.tree.map(lambda a, b: jnp.where(running, a, b), x, y)
-            for x, y in zip(new[:7], carry[:7])
-        ]
-        rest = [
-            jax.tree.map(lambda a, b: jnp.where(running, a, b), x, y)
-            for x, y in zip(new[8:], carry[8:])
-        ]
-        return (*selected, new[7], *rest)
+
+        def without_inputs(values):
+            return (*values[:7], None, *values[8:])
+
+        selected = _select_running(carry[0] >= 0, without_inputs(new), without_inputs(carry))
+        return (*selected[:7], new[7], *selected[8:])
 
     final = jax.lax.while_loop(lambda carry: eqxi.unvmap_any(carry[0] >= 0), guarded_body, init)
     adjoint, g_params, g_read, g_inputs, failed = final[4], final[5], final[6], final[7], final[11]
