@@ -239,7 +239,23 @@ def run_population(
 
     **Returns:** a [`PopulationResult`][].
     """
-    dtype = input_times.dtype
+    options, sample_ts = _make_options(
+        model, input_times.dtype, config, recurrent, sample_ts, integrals, exp_lambda,
+        stop_after_first_spike,
+    )
+    input_times, invalid_input = _clean_inputs(input_times)
+    if config.adjoint == "event":
+        result = _event_adjoint((model, input_times), input_sources, sample_ts, options)
+    else:
+        result = _result(_event_loop(model, input_times, input_sources, sample_ts, options)[0])
+    return _finish(result, invalid_input, config)
+
+
+def _make_options(
+    model: NeuronModel, dtype, config: SimulationConfig, recurrent, sample_ts, integrals,
+    exp_lambda, stop_after_first_spike,
+) -> tuple[_Options, Float[Array, " p"]]:
+    """Check `run_population`'s keyword arguments; return the loop's options and the sample times."""
     sample_ts = jnp.zeros((0,), dtype) if sample_ts is None else jnp.asarray(sample_ts, dtype)
     n_observables = model.observe(model.init_state(model.n_neurons)).shape[-1]
     if integrals is True or not integrals:
@@ -255,14 +271,22 @@ def run_population(
         config, bool(recurrent), bool(integrals), integral_channels, float(exp_lambda),
         bool(stop_after_first_spike),
     )
-    # A negative or NaN time would send a solve backwards or nowhere, with an
-    # error that names neither. Such a simulation runs without inputs instead.
-    invalid_input = jnp.any(jnp.isnan(input_times) | (input_times < 0))
-    input_times = jnp.where(invalid_input, jnp.inf, input_times)
-    if config.adjoint == "event":
-        result = _event_adjoint((model, input_times), input_sources, sample_ts, options)
-    else:
-        result = _result(_event_loop(model, input_times, input_sources, sample_ts, options)[0])
+    return options, sample_ts
+
+
+def _clean_inputs(input_times: Float[Array, "... m"]) -> tuple[Float[Array, "... m"], Bool[Array, "..."]]:
+    """Return the input times with every spike of an invalid train removed, and the flags.
+
+    A negative or NaN time would send a solve backwards or nowhere, with an error
+    that names neither. Such a simulation runs without inputs instead, and its
+    failure code has the INVALID_INPUT bit.
+    """
+    invalid = jnp.any(jnp.isnan(input_times) | (input_times < 0), axis=-1)
+    return jnp.where(invalid[..., None], jnp.inf, input_times), invalid
+
+
+def _finish(result: PopulationResult, invalid_input, config: SimulationConfig) -> PopulationResult:
+    """Add the invalid-input bit to the failure codes, and raise them with `errors="raise"`."""
     failures = result.failures | (INVALID_INPUT * invalid_input).astype(result.failures.dtype)
     result = result._replace(failures=failures)
     if config.errors == "raise":
@@ -330,6 +354,47 @@ def _event_loop(
     record: bool = False,
 ) -> tuple["_Carry", _Records | None]:
     """Run the event loop of `run_population`; with `record`, also keep its events."""
+    init, running, step, max_events, n_segments = _loop_parts(
+        model, input_times, input_sources, sample_ts, options, record
+    )
+    final = eqxi.while_loop(
+        lambda c: eqxi.unvmap_any(running(c)),
+        step,
+        init,
+        max_steps=max_events,
+        # The event adjoint does not differentiate this loop. Otherwise, one
+        # checkpoint per event and per typical pause; a loop that runs longer
+        # recomputes some iterations in the backward pass instead of storing them.
+        **(
+            {"kind": "lax"}
+            if record
+            else {"kind": "checkpointed", "checkpoints": min(max_events, 2 * n_segments + 64)}
+        ),
+    )
+    return final, _final_records(final)
+
+
+def _final_records(final: "_Carry") -> _Records | None:
+    """Return the records of a finished loop, with the trial step the adjoint starts from."""
+    if final.records is None:
+        return None
+    return final.records._replace(dt=final.dt_next)
+
+
+def _loop_parts(
+    model: NeuronModel,
+    input_times: Float[Array, " m"],
+    input_sources: Int[Array, " m"],
+    sample_ts: Float[Array, " p"],
+    options: _Options,
+    record: bool,
+):
+    """Build the event loop of one population.
+
+    **Returns:** `(init, running, step, max_events, n_segments)`: the initial
+    carry, the test whether a carry still runs, one loop iteration, the bound on
+    iterations, and the number of segments that bound derives from.
+    """
     config = options.config
     n = model.n_neurons
     dtype = input_times.dtype
@@ -625,6 +690,7 @@ def _event_loop(
         solver_failed=jnp.asarray(False),
         records=records,
     )
+    init = _batched_like(init, model, input_times, sample_ts)
 
     def guarded_body(carry: _Carry) -> _Carry:
         # Under vmap, a loop whose condition differs between lanes selects between
@@ -642,24 +708,7 @@ def _event_loop(
         )
         return selected._replace(samples=new.samples, records=new.records)
 
-    final = eqxi.while_loop(
-        lambda c: eqxi.unvmap_any(running(c)),
-        guarded_body,
-        init,
-        max_steps=max_events,
-        # The event adjoint does not differentiate this loop. Otherwise, one
-        # checkpoint per event and per typical pause; a loop that runs longer
-        # recomputes some iterations in the backward pass instead of storing them.
-        **(
-            {"kind": "lax"}
-            if record
-            else {"kind": "checkpointed", "checkpoints": min(max_events, 2 * n_segments + 64)}
-        ),
-    )
-    records = final.records
-    if record:
-        records = records._replace(dt=final.dt_next)
-    return final, records
+    return init, running, guarded_body, max_events, n_segments
 
 
 def _record_event(records: _Records, keep, t, pre, post, spiked, slot, crossed, tied,
@@ -677,6 +726,28 @@ def _record_event(records: _Records, keep, t, pre, post, spiked, slot, crossed, 
 def _select_running(running: Bool[Array, ""], new, old):
     """Return `new` where `running` is true and `old` elsewhere, leaf by leaf."""
     return jax.tree.map(lambda a, b: jnp.where(running, a, b), new, old)
+
+
+def _batched_like(tree, *sources):
+    """Return `tree` with every leaf batched under vmap wherever a leaf of `sources` is.
+
+    Under vmap, JAX batches a while loop by tracing its body until the batched
+    entries of the carry stop changing. A carry that starts from constants (a
+    zero time, a False flag) becomes batched after one iteration, so the body,
+    with the solver loops inside it, is traced a second time. Adding a batched
+    zero to each leaf up front saves that second trace. The values do not
+    change, and the zero carries no gradient.
+    """
+    floats = [jnp.ravel(x)[:0] for x in jax.tree.leaves(sources) if eqx.is_inexact_array(x)]
+    zero = jax.lax.stop_gradient(sum((jnp.sum(x) for x in floats), jnp.zeros(())))
+
+    def batched(leaf):
+        leaf = jnp.asarray(leaf)
+        if leaf.dtype == bool:
+            return leaf | (zero != 0)
+        return leaf + zero.astype(leaf.dtype)
+
+    return jax.tree.map(batched, tree)
 
 
 def _backward_start(records: _Records, ct_spikes, ct_samples, ct_acc) -> Int[Array, ""]:
@@ -702,6 +773,32 @@ def _backward_start(records: _Records, ct_spikes, ct_samples, ct_acc) -> Int[Arr
         integral_has_ct = jnp.any(ct_acc[0] != 0) | jnp.any(ct_acc[1] != 0)
         start = jnp.where(integral_has_ct, records.count - 1, start)
     return start
+
+
+def _cotangents(ct, model: NeuronModel, sample_ts, options: _Options):
+    """Return the cotangents of spike times, samples and integrals, zeros where `ct` has None.
+
+    **Returns:** `(ct_spikes, ct_samples, ct_acc)`, shaped as `_backward_start`
+    takes them.
+    """
+    n, capacity, dtype = model.n_neurons, options.config.max_spikes, sample_ts.dtype
+    n_observables = model.observe(model.init_state(n)).shape[-1]
+
+    def cotangent(value, shape):
+        return jnp.zeros(shape, dtype) if value is None else value
+
+    ct_spikes = cotangent(ct.spike_times, (n, capacity))
+    ct_samples = cotangent(ct.samples, (sample_ts.shape[0], n, n_observables))
+    # The accumulators feed nothing back, so their adjoints stay at the cotangents
+    # of the final integrals throughout.
+    if options.integrals:
+        ct_acc = (
+            cotangent(ct.integral, (n, n_observables)),
+            cotangent(ct.exp_integral, (n, n_observables)),
+        )
+    else:
+        ct_acc = (None, None)
+    return ct_spikes, ct_samples, ct_acc
 
 
 @eqx.filter_custom_vjp
@@ -737,6 +834,16 @@ def _dot(a, b) -> Float[Array, ""]:
 
 @_event_adjoint.def_bwd
 def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sample_ts, options):
+    model, input_times = diff
+    return _backward(
+        records, ct, perturbed[0], model, input_times, input_sources, sample_ts, options
+    )
+
+
+def _backward(
+    records: _Records, ct, perturbed_model, model: NeuronModel, input_times, input_sources,
+    sample_ts, options: _Options,
+):
     r"""Propagate the cotangents of a population's outputs back through its events.
 
     Between events the state follows $\dot y = f(t, y, \theta)$, and the adjoint
@@ -758,10 +865,9 @@ def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sa
     at an input's arrival time, because the input's jump lifted the state above
     threshold, passes its $c$ on to that input.
     """
-    model, input_times = diff
     config = options.config
     # Only the perturbed leaves get gradients. The rest of the model is constant.
-    params, static = eqx.partition(model, perturbed[0])
+    params, static = eqx.partition(model, perturbed_model)
     n, dtype = model.n_neurons, input_times.dtype
     n_inputs, capacity = input_times.shape[0], config.max_spikes
 
@@ -769,22 +875,7 @@ def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sa
         return eqx.combine(p, static)
 
     state0 = model.init_state(n).astype(dtype)
-    n_observables = model.observe(state0).shape[-1]
-
-    def cotangent(value, shape):
-        return jnp.zeros(shape, dtype) if value is None else value
-
-    ct_spikes = cotangent(ct.spike_times, (n, capacity))
-    ct_samples = cotangent(ct.samples, (sample_ts.shape[0], n, n_observables))
-    # The accumulators feed nothing back, so their adjoints stay at the cotangents
-    # of the final integrals throughout.
-    if options.integrals:
-        ct_acc = (
-            cotangent(ct.integral, (n, n_observables)),
-            cotangent(ct.exp_integral, (n, n_observables)),
-        )
-    else:
-        ct_acc = (None, None)
+    ct_spikes, ct_samples, ct_acc = _cotangents(ct, model, sample_ts, options)
 
     def field(p, t, state):
         return _vector_field(as_model(p), options, t, state)
@@ -974,6 +1065,7 @@ def _event_adjoint_bwd(records: _Records, ct, perturbed, diff, input_sources, sa
         jnp.asarray(0),
         jnp.asarray(False),
     )
+    init = _batched_like(init, model, input_times, records)
 
     def guarded_body(carry):
         # As in the forward loop, the loop runs while any lane runs, so that the
@@ -1035,6 +1127,196 @@ def _vmap_in_chunks(fn, args, chunk: int | None):
     return jax.tree.map(lambda y: y.reshape(padded, *y.shape[2:])[:n_lanes], out)
 
 
+def _run_lanes(
+    mapped, shared, input_times, input_sources, config: SimulationConfig, *,
+    recurrent: bool = False, sample_ts=None, integrals: bool | tuple[int, ...] = False,
+    exp_lambda: float = 0.0, stop_after_first_spike: bool = False,
+) -> PopulationResult:
+    """Run `run_population` with the event adjoint in every lane, through `_lanes_event_adjoint`.
+
+    Lane `i` simulates the model `eqx.combine(mapped[i], shared)` (leaves of
+    `mapped` carry the lane axis) on `input_times[i]`. The keyword arguments are
+    those of `run_population`.
+    """
+    one_lane = eqx.combine(jax.tree.map(lambda x: jnp.zeros(x.shape[1:], x.dtype), mapped), shared)
+    options, sample_ts = _make_options(
+        one_lane, input_times.dtype, config, recurrent, sample_ts, integrals, exp_lambda,
+        stop_after_first_spike,
+    )
+    input_times, invalid_input = _clean_inputs(input_times)
+    result = _lanes_event_adjoint((mapped, shared, input_times), input_sources, sample_ts, options)
+    return _finish(result, invalid_input, config)
+
+
+def _worker_loop(
+    mapped, shared, input_times, input_sources, sample_ts, options: _Options, record: bool,
+    workers: int,
+) -> tuple[PopulationResult, _Records | None]:
+    """Run one event loop per lane on `workers` vmapped loops that take lanes in turn.
+
+    A vmapped loop runs until its slowest lane is done. When the lanes run as
+    chunks one after another, every chunk waits for its slowest lane. Here a
+    loop whose lane has finished writes that lane's outputs and starts the next
+    lane not yet taken. The iterations then add up to about the lanes' total
+    work divided by `workers`, plus the last lanes' tail.
+
+    **Returns:** each lane's result and, with `record`, its records, with the
+    lane axis first, as `jax.vmap` of `_event_loop` would return them.
+    """
+    n_lanes = input_times.shape[0]
+
+    def parts(lane_index):
+        lane = jax.tree.map(lambda x: x[lane_index], mapped)
+        model = eqx.combine(lane, shared)
+        return _loop_parts(
+            model, input_times[lane_index], input_sources[lane_index], sample_ts, options, record
+        )
+
+    def outputs(carry: _Carry):
+        return _result(carry), _final_records(carry)
+
+    def initial(lane_index):
+        return parts(lane_index)[0]
+
+    def iterate(carry: _Carry, lane_index):
+        _, _, step, _, _ = parts(lane_index)
+        return step(carry)
+
+    def still_running(carry: _Carry, lane_index):
+        _, running, _, _, _ = parts(lane_index)
+        return running(carry)
+
+    lane0 = jax.tree.map(lambda x: x[0], mapped)
+    _, _, _, max_events, _ = _loop_parts(
+        eqx.combine(lane0, shared), input_times[0], input_sources[0], sample_ts, options, record
+    )
+    lanes = jnp.arange(workers)
+    carry = jax.vmap(initial)(lanes)
+    shapes = jax.eval_shape(jax.vmap(outputs), carry)
+    buffers = jax.tree.map(lambda x: jnp.zeros((n_lanes, *x.shape[1:]), x.dtype), shapes)
+    state = (carry, lanes, jnp.zeros((workers,), jnp.int32), jnp.asarray(workers), buffers)
+
+    def body(state):
+        carry, lane, iterations, next_lane, buffers = state
+        safe_lane = jnp.maximum(lane, 0)
+        carry = jax.vmap(iterate)(carry, safe_lane)
+        iterations = iterations + 1
+        # A lane ends when its loop stops, or after max_events iterations, which
+        # `_result` reports as OUT_OF_EVENTS because its carry is not done.
+        running = jax.vmap(still_running)(carry, safe_lane) & (iterations < max_events)
+        finished = (lane >= 0) & ~running
+        # Out-of-range indices (lanes still running) are dropped by the scatter.
+        index = jnp.where(finished, lane, n_lanes)
+        buffers = jax.tree.map(
+            lambda buffer, value: buffer.at[index].set(value, mode="drop"),
+            buffers, jax.vmap(outputs)(carry),
+        )
+        # The finished loops take the next lanes in order; the rest go idle.
+        new_lane = next_lane + jnp.cumsum(finished) - 1
+        take = finished & (new_lane < n_lanes)
+        lane = jnp.where(finished, jnp.where(take, new_lane, -1), lane)
+
+        def refill(carry):
+            fresh = jax.vmap(initial)(jnp.where(take, new_lane, 0))
+            return jax.tree.map(
+                lambda new, old: jnp.where(
+                    jnp.reshape(take, take.shape + (1,) * (new.ndim - 1)), new, old
+                ),
+                fresh, carry,
+            )
+
+        carry = jax.lax.cond(jnp.any(take), refill, lambda c: c, carry)
+        iterations = jnp.where(take, 0, iterations)
+        next_lane = next_lane + jnp.sum(finished)
+        return carry, lane, iterations, next_lane, buffers
+
+    final = jax.lax.while_loop(lambda state: jnp.any(state[1] >= 0), body, state)
+    return final[4]
+
+
+@eqx.filter_custom_vjp
+def _lanes_event_adjoint(diff, input_sources, sample_ts, options: _Options) -> PopulationResult:
+    """Run one event loop per lane; the gradient runs the lanes' adjoints in order of their work.
+
+    `diff` is `(mapped, shared, input_times)` as `_run_lanes` takes them. The
+    forward pass runs the lanes on `lanes_per_vmap` shared loops
+    (`_lanes_forward`). The backward pass runs them in chunks of
+    `lanes_per_vmap`, and each chunk runs until its slowest lane is done. Most
+    lanes have little to do there: with a first-spike loss, a hidden neuron's
+    spikes after the outputs' first spikes get no cotangent. So the lanes are
+    sorted by the number of events to go back through before chunking. On the
+    network of `experiments/bench` that cut the hidden layer's backward loop
+    iterations from 54 to 18, since chunks of idle lanes end at once.
+    """
+    mapped, shared, input_times = diff
+    return _lanes_forward(mapped, shared, input_times, input_sources, sample_ts, options, False)[0]
+
+
+@_lanes_event_adjoint.def_fwd
+def _lanes_event_adjoint_fwd(perturbed, diff, input_sources, sample_ts, options: _Options):
+    mapped, shared, input_times = diff
+    return _lanes_forward(mapped, shared, input_times, input_sources, sample_ts, options, True)
+
+
+def _lanes_forward(mapped, shared, input_times, input_sources, sample_ts, options, record: bool):
+    """Run each lane's event loop; return the results and, with `record`, the records.
+
+    Up to `lanes_per_vmap` lanes run as one vmap, and more share that many
+    loops (`_worker_loop`).
+    """
+    n_lanes, workers = input_times.shape[0], options.config.lanes_per_vmap
+    if workers is not None and n_lanes > workers:
+        return _worker_loop(
+            mapped, shared, input_times, input_sources, sample_ts, options, record, workers
+        )
+
+    def one(args):
+        lane, times, sources = args
+        model = eqx.combine(lane, shared)
+        final, records = _event_loop(model, times, sources, sample_ts, options, record=record)
+        return _result(final), records
+
+    return jax.vmap(one)((mapped, input_times, input_sources))
+
+
+@_lanes_event_adjoint.def_bwd
+def _lanes_event_adjoint_bwd(
+    records: _Records, ct, perturbed, diff, input_sources, sample_ts, options: _Options
+):
+    mapped, shared, input_times = diff
+    perturbed_model = eqx.combine(perturbed[0], perturbed[1])
+
+    def start(args) -> Int[Array, ""]:
+        lane, lane_records, lane_ct = args
+        model = eqx.combine(lane, shared)
+        return _backward_start(lane_records, *_cotangents(lane_ct, model, sample_ts, options))
+
+    # The lanes with the most events to go back through first.
+    order = jnp.argsort(-jax.vmap(start)((mapped, records, ct)))
+
+    def one(args):
+        lane, times, sources, lane_records, lane_ct = args
+        model = eqx.combine(lane, shared)
+        return _backward(
+            lane_records, lane_ct, perturbed_model, model, times, sources, sample_ts, options
+        )
+
+    sorted_lanes = jax.tree.map(
+        lambda x: x[order], (mapped, input_times, input_sources, records, ct)
+    )
+    g_model, g_times = _vmap_in_chunks(one, sorted_lanes, options.config.lanes_per_vmap)
+    inverse = jnp.argsort(order)
+    g_model, g_times = jax.tree.map(lambda x: x[inverse], (g_model, g_times))
+    # Each lane's gradient covers its whole model: the mapped leaves keep the lane
+    # axis, and the shared ones sum over it.
+    is_mapped = eqx.combine(
+        jax.tree.map(lambda _: True, mapped), jax.tree.map(lambda _: False, shared)
+    )
+    g_mapped, g_shared = eqx.partition(g_model, is_mapped)
+    g_shared = jax.tree.map(lambda g: jnp.sum(g, axis=0), g_shared)
+    return g_mapped, g_shared, g_times
+
+
 def run_independent_neurons(
     model: NeuronModel,
     input_times: Float[Array, "*batch m"],
@@ -1053,7 +1335,8 @@ def run_independent_neurons(
     runs as one vmap over (sample, neuron) pairs rather than two nested vmaps.
     On the benchmark network of `experiments/bench` that cut the value and
     gradient from 0.60 s to 0.41 s per batch, and the first call by 5 s. More
-    than `config.lanes_per_vmap` pairs run as chunks, one after another.
+    than `config.lanes_per_vmap` pairs run as chunks, one after another, or,
+    with the event adjoint, on that many loops that share them (`_worker_loop`).
     """
     from .neurons.base import split_neurons
 
@@ -1079,11 +1362,11 @@ def run_independent_neurons(
         one_neuron, times, sources = args
         return run_population(eqx.combine(one_neuron, shared), times, sources, config, **kwargs)
 
-    result = _vmap_in_chunks(
-        run_one,
-        (mapped, input_times[lane_sample], input_sources[lane_sample]),
-        config.lanes_per_vmap,
-    )
+    lane_times, lane_sources = input_times[lane_sample], input_sources[lane_sample]
+    if config.adjoint == "event":
+        result = _run_lanes(mapped, shared, lane_times, lane_sources, config, **kwargs)
+    else:
+        result = _vmap_in_chunks(run_one, (mapped, lane_times, lane_sources), config.lanes_per_vmap)
 
     # Each lane had one neuron: drop that axis, and split the lanes into samples
     # and neurons. The recorded samples put the neuron axis behind the time axis.

@@ -12,9 +12,10 @@ import pytest
 
 from eventax_lab.config import SimulationConfig
 from eventax_lab.network import make_feedforward, simulate_batch
-from eventax_lab.neurons import EGRU, LIF, QIF, trainable_filter
+from eventax_lab.neurons import EGRU, LIF, QIF, parameter, summed_weights, trainable_filter
 from eventax_lab.simulate import (
     INPUT_WINDOW,
+    OUT_OF_EVENTS,
     _backward_start,
     _Records,
     run_independent_neurons,
@@ -418,6 +419,102 @@ def test_vmapped_event_gradients_match_one_loop():
             np.testing.assert_array_equal(np.asarray(lane_model.weight)[[1, 3]], 0.0)
             np.testing.assert_array_equal(np.asarray(lane_model.bias)[[1, 3]], 0.0)
         assert float(jnp.min(jnp.abs(lane_model.bias[jnp.array([0, 2])]))) > 1e-3
+
+
+class GainLIF(LIF):
+    """LIF whose input weights scale with one trainable gain that all neurons share."""
+
+    gain: jax.Array = parameter(per_neuron=False)
+
+    def __init__(self, *args, gain=1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gain = jnp.asarray(gain, self.weight.dtype)
+
+    def input_spike(self, y, from_idx, valid_mask):
+        return y.at[:, 1].add(self.gain * summed_weights(self.weight, from_idx, valid_mask))
+
+
+# 3 samples x 6 neurons = 18 lanes, whose neurons spike from 0 to 2 times.
+GAIN_MODEL = GainLIF(
+    6, 2, jax.random.PRNGKey(3), tau_mem=TAU_MEM, tau_syn=TAU_SYN, weight_mean=2.5,
+    weight_std=1.5, fan_in_scaling=False, gain=1.1,
+)
+GAIN_TIMES = jnp.array([[1.0, 4.0, 9.0], [2.0, 3.0, jnp.inf], [0.5, 6.0, 7.0]])
+GAIN_SOURCES = jnp.array([[0, 1, 0], [1, 0, 1], [1, 1, 0]])
+
+
+def gain_loss(model, times, lanes_per_vmap, first_only):
+    """Return a loss of the 18 lanes' outputs; `lanes_per_vmap=0` runs one loop per sample."""
+    config = dataclasses.replace(EVENT, lanes_per_vmap=lanes_per_vmap or None)
+    sample_ts = jnp.array([5.0, 30.0])
+    if lanes_per_vmap == 0:
+        result = jax.vmap(
+            lambda t, s: run_population(model, t, s, config, sample_ts=sample_ts)
+        )(times, GAIN_SOURCES)
+    else:
+        result = run_independent_neurons(model, times, GAIN_SOURCES, config, sample_ts=sample_ts)
+    spike_times = jnp.where(jnp.isfinite(result.spike_times), result.spike_times, 60.0)
+    if first_only:
+        # Only first spikes reach the loss, so the lanes' backward passes differ
+        # in length, and those of silent neurons do nothing.
+        return jnp.sum(spike_times[..., 0] ** 2)
+    return jnp.sum(spike_times**2) + jnp.sum(result.samples[..., 0])
+
+
+@pytest.mark.parametrize("first_only", [False, True], ids=["every spike", "first spikes"])
+def test_worker_loops_match_one_loop(first_only):
+    # The 18 lanes on 4 loops, which take the next lane as each finishes, and as
+    # one vmap, against one loop over each sample's population. The lanes'
+    # backward passes run in order of their work.
+    simulate = jax.jit(
+        lambda lanes: run_independent_neurons(
+            GAIN_MODEL, GAIN_TIMES, GAIN_SOURCES, dataclasses.replace(EVENT, lanes_per_vmap=lanes)
+        ),
+        static_argnums=0,
+    )
+    whole, pooled = simulate(None), simulate(4)
+    counts = np.asarray(whole.spike_counts)
+    assert counts.min() == 0
+    assert counts.max() >= 2
+    np.testing.assert_array_equal(pooled.spike_counts, whole.spike_counts)
+    np.testing.assert_allclose(pooled.spike_times, whole.spike_times, rtol=1e-12)
+
+    grad = jax.jit(jax.grad(gain_loss, argnums=(0, 1)), static_argnums=(2, 3))
+    model_one, times_one = grad(GAIN_MODEL, GAIN_TIMES, 0, first_only)
+    for lanes in (None, 4):
+        model_lanes, times_lanes = grad(GAIN_MODEL, GAIN_TIMES, lanes, first_only)
+        for name in ("weight", "bias", "gain"):
+            np.testing.assert_allclose(
+                getattr(model_lanes, name), getattr(model_one, name), rtol=1e-7, atol=1e-10,
+                err_msg=f"{name}, lanes_per_vmap={lanes}",
+            )
+        np.testing.assert_allclose(times_lanes, times_one, rtol=1e-7, atol=1e-10)
+    assert float(jnp.max(jnp.abs(model_one.weight))) > 1.0
+
+
+def test_shared_parameter_gradient_matches_differences():
+    # The gain is one leaf for all 18 lanes: its gradient sums theirs.
+    def loss_of_gain(gain):
+        model = eqx.tree_at(lambda m: m.gain, GAIN_MODEL, jnp.asarray(gain))
+        return float(gain_loss(model, GAIN_TIMES, 4, True))
+
+    model_grad, _ = jax.grad(gain_loss, argnums=(0, 1))(GAIN_MODEL, GAIN_TIMES, 4, True)
+    difference = finite_difference(loss_of_gain, 1.1, 1e-6)
+    assert abs(float(model_grad.gain)) > 1.0
+    assert float(model_grad.gain) == pytest.approx(float(difference), rel=1e-5)
+
+
+def test_worker_loops_report_out_of_events():
+    # Each lane gets max_events iterations whether it runs in a worker loop or in
+    # one vmap, so the same lanes fail.
+    def failures(lanes):
+        config = dataclasses.replace(EVENT, lanes_per_vmap=lanes, max_events=4, errors="record")
+        run = jax.jit(lambda: run_independent_neurons(GAIN_MODEL, GAIN_TIMES, GAIN_SOURCES, config))
+        return np.asarray(run().failures)
+
+    whole, pooled = failures(None), failures(4)
+    assert np.any(whole == OUT_OF_EVENTS)
+    np.testing.assert_array_equal(pooled, whole)
 
 
 def test_unknown_adjoint_names_choices():
