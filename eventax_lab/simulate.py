@@ -1194,16 +1194,18 @@ def _worker_loop(
     carry = jax.vmap(initial)(lanes)
     shapes = jax.eval_shape(jax.vmap(outputs), carry)
     buffers = jax.tree.map(lambda x: jnp.zeros((n_lanes, *x.shape[1:]), x.dtype), shapes)
-    state = (carry, lanes, jnp.zeros((workers,), jnp.int32), jnp.asarray(workers), buffers)
+    # `lane` is -1 for a loop with no lane left to take. Its carry still steps,
+    # with the data of the lane it last ran (`data_lane`): another lane's inputs
+    # could lie before the carry's time and send the solve backwards.
+    state = (carry, lanes, lanes, jnp.zeros((workers,), jnp.int32), jnp.asarray(workers), buffers)
 
     def body(state):
-        carry, lane, iterations, next_lane, buffers = state
-        safe_lane = jnp.maximum(lane, 0)
-        carry = jax.vmap(iterate)(carry, safe_lane)
+        carry, lane, data_lane, iterations, next_lane, buffers = state
+        carry = jax.vmap(iterate)(carry, data_lane)
         iterations = iterations + 1
         # A lane ends when its loop stops, or after max_events iterations, which
         # `_result` reports as OUT_OF_EVENTS because its carry is not done.
-        running = jax.vmap(still_running)(carry, safe_lane) & (iterations < max_events)
+        running = jax.vmap(still_running)(carry, data_lane) & (iterations < max_events)
         finished = (lane >= 0) & ~running
         # Out-of-range indices (lanes still running) are dropped by the scatter.
         index = jnp.where(finished, lane, n_lanes)
@@ -1215,6 +1217,7 @@ def _worker_loop(
         new_lane = next_lane + jnp.cumsum(finished) - 1
         take = finished & (new_lane < n_lanes)
         lane = jnp.where(finished, jnp.where(take, new_lane, -1), lane)
+        data_lane = jnp.where(take, new_lane, data_lane)
 
         def refill(carry):
             fresh = jax.vmap(initial)(jnp.where(take, new_lane, 0))
@@ -1228,10 +1231,10 @@ def _worker_loop(
         carry = jax.lax.cond(jnp.any(take), refill, lambda c: c, carry)
         iterations = jnp.where(take, 0, iterations)
         next_lane = next_lane + jnp.sum(finished)
-        return carry, lane, iterations, next_lane, buffers
+        return carry, lane, data_lane, iterations, next_lane, buffers
 
     final = jax.lax.while_loop(lambda state: jnp.any(state[1] >= 0), body, state)
-    return final[4]
+    return final[5]
 
 
 @eqx.filter_custom_vjp

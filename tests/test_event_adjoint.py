@@ -517,6 +517,28 @@ def test_worker_loops_report_out_of_events():
     np.testing.assert_array_equal(pooled, whole)
 
 
+def test_idle_worker_loop_keeps_its_lane():
+    # With stop_after_first_spike, neuron 0's bias makes it spike at 22 ms,
+    # before any input of samples 1 to 3 arrives. Once no lane is left, such a
+    # loop idles, and it must not read lane 0's inputs at 1 and 2 ms, which lie
+    # before its time.
+    model = lif(2, 1, weight=[[0.5], [0.5]])
+    model = eqx.tree_at(lambda m: m.bias, model, jnp.array([1.5, 0.2]))
+    times = jnp.array([[1.0, 2.0], [50.0, 55.0], [50.0, 55.0], [52.0, 55.0]])
+    sources = jnp.zeros((4, 2), jnp.int32)
+
+    def first_spikes(lanes):
+        config = dataclasses.replace(EVENT, lanes_per_vmap=lanes)
+        result = run_independent_neurons(model, times, sources, config, stop_after_first_spike=True)
+        return np.asarray(result.spike_times[..., 0])
+
+    whole, pooled = first_spikes(None), first_spikes(3)
+    expected = TAU_MEM * np.log(1.5 / 0.5)
+    np.testing.assert_allclose(whole[1:, 0], expected, rtol=1e-9)
+    np.testing.assert_array_equal(np.isfinite(whole[:, 1]), False)
+    np.testing.assert_allclose(pooled, whole, rtol=1e-12)
+
+
 def test_unknown_adjoint_names_choices():
     with pytest.raises(ValueError, match="'event'"):
         SimulationConfig(adjoint="eventprop")
