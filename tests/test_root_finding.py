@@ -102,7 +102,8 @@ def test_missing_bracket_names_option():
 
 
 def test_config_root_finder_names():
-    assert isinstance(SimulationConfig().make_root_finder(), FalsePosition)
-    assert isinstance(SimulationConfig(root_finder="bisection").make_root_finder(), optx.Bisection)
+    assert isinstance(SimulationConfig().make_root_finder(), optx.Bisection)
+    chosen = SimulationConfig(root_finder="false_position").make_root_finder()
+    assert isinstance(chosen, FalsePosition)
     with pytest.raises(ValueError, match="root_finder='brent'.*'false_position'"):
         SimulationConfig(root_finder="brent")

@@ -395,7 +395,8 @@ def worker_reference(problem, settings: dict) -> dict:
 
     spikes = jnp.asarray(problem["spikes"], jnp.float64)
     network = build_ours(problem, jnp.float64)
-    # Bisection, the simplest root finder, so the reference does not rest on the default one.
+    # Bisection, the simplest root finder, named so that the reference does not
+    # follow a change of the default.
     config = ours_config(
         dict(rtol=1e-11, atol=1e-11, root_rtol=1e-12, root_atol=1e-12, root_finder="bisection")
     )
@@ -517,10 +518,10 @@ CONFIGURATIONS = [
      {**OURS_DEFAULT, "rtol": 1e-3, "atol": 1e-3, "adjoint": "event", "steps_per_iteration": 2}),
     ("ours", "ours float32, rtol=atol=3e-3, adjoint=event, steps_per_iteration=2",
      {**OURS_DEFAULT, "rtol": 3e-3, "atol": 3e-3, "adjoint": "event", "steps_per_iteration": 2}),
-    # The root finder before false position became the default.
-    ("ours", "ours float32, rtol=atol=3e-3, adjoint=event, steps_per_iteration=2, root_finder=bisection",
+    # False position in place of the default bisection.
+    ("ours", "ours float32, rtol=atol=3e-3, adjoint=event, steps_per_iteration=2, root_finder=false_position",
      {**OURS_DEFAULT, "rtol": 3e-3, "atol": 3e-3, "adjoint": "event", "steps_per_iteration": 2,
-      "root_finder": "bisection"}),
+      "root_finder": "false_position"}),
     # The Hydra solver config's loop settings, with its rtol (1e-4) and a looser one.
     ("ours", "ours float32, rtol=atol=1e-4, adjoint=event, steps_per_iteration=2, lanes_per_vmap=None",
      {**OURS_DEFAULT, "rtol": 1e-4, "atol": 1e-4, "adjoint": "event", "steps_per_iteration": 2,
