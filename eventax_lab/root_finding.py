@@ -1,4 +1,4 @@
-"""A bracketed root finder for spike times, in optimistix's root-finder interface."""
+"""Bracketed root finders for spike times, in optimistix's root-finder interface."""
 
 from collections.abc import Callable
 from typing import ClassVar
@@ -7,6 +7,26 @@ import equinox as eqx
 import jax.numpy as jnp
 import optimistix as optx
 from jaxtyping import Array, Bool, Float, PyTree, Scalar
+
+
+def _bracket(solver, fn, y, args, options):
+    """Return `(lower, upper, f(lower), f(upper))` from the options of `optimistix.root_find`."""
+    try:
+        lower, upper = options["lower"], options["upper"]
+    except KeyError as missing:
+        raise ValueError(
+            f"{type(solver).__name__} needs the bracket; pass options=dict(lower=..., "
+            f"upper=...) to optimistix.root_find (missing {missing})."
+        ) from None
+    if jnp.shape(y) != ():
+        raise ValueError(
+            f"{type(solver).__name__} finds scalar roots; y0 has shape {jnp.shape(y)}."
+        )
+    lower = jnp.asarray(lower, jnp.result_type(y))
+    upper = jnp.asarray(upper, jnp.result_type(y))
+    f_lower, _ = fn(lower, args)
+    f_upper, _ = fn(upper, args)
+    return lower, upper, f_lower, f_upper
 
 
 class _State(eqx.Module):
@@ -62,21 +82,7 @@ class FalsePosition(optx.AbstractRootFinder):
 
     def init(self, fn, y, args, options, f_struct, aux_struct, tags) -> _State:
         del f_struct, aux_struct, tags
-        try:
-            lower, upper = options["lower"], options["upper"]
-        except KeyError as missing:
-            raise ValueError(
-                f"{type(self).__name__} needs the bracket; pass options=dict(lower=..., "
-                f"upper=...) to optimistix.root_find (missing {missing})."
-            ) from None
-        if jnp.shape(y) != ():
-            raise ValueError(
-                f"{type(self).__name__} finds scalar roots; y0 has shape {jnp.shape(y)}."
-            )
-        a = jnp.asarray(lower, jnp.result_type(y))
-        b = jnp.asarray(upper, jnp.result_type(y))
-        f_a, _ = fn(a, args)
-        f_b, _ = fn(b, args)
+        a, b, f_a, f_b = _bracket(self, fn, y, args, options)
         return _State(a, b, f_a, f_b, jnp.asarray(jnp.inf, a.dtype), jnp.asarray(False))
 
     def step(self, fn, y, args, options, state: _State, tags):
@@ -119,3 +125,105 @@ class FalsePosition(optx.AbstractRootFinder):
         del fn, args, options, state, tags, result
         return y, aux, {}
 
+
+
+class _ChandrupatlaState(eqx.Module):
+    # x1 is the latest iterate (the upper bound before the first step) and x2 the
+    # other end of the bracket: f(x1) and f(x2) differ in sign, or one is 0. x3 is
+    # the end that the latest iterate replaced.
+    x1: Scalar
+    x2: Scalar
+    x3: Scalar
+    f1: Scalar
+    f2: Scalar
+    f3: Scalar
+    t: Scalar  # the next iterate is x1 + t (x2 - x1), with t in (0, 1)
+    best: Scalar  # the end of the bracket with the smaller |f|
+    done: Bool[Array, ""]
+
+
+class Chandrupatla(optx.AbstractRootFinder):
+    """Find a scalar root inside a bracket by Chandrupatla's method.
+
+    The method (T. R. Chandrupatla, "A new hybrid quadratic/bisection algorithm
+    for finding the zero of a nonlinear function without using derivatives",
+    Advances in Engineering Software, 1997; also in TensorFlow Probability as
+    `tfp.math.find_root_chandrupatla`) keeps a bracket, as bisection does. Each step
+    interpolates the last three points by an inverse quadratic, and takes the
+    midpoint instead where the quadratic may not be monotone on the bracket. The
+    first step, with two points only, takes the chord's root. A step lands at
+    least half the tolerance inside the bracket, so that near the root it steps
+    past it and the bracket closes in from both sides. The solve stops when the
+    bracket is shorter than `atol + rtol |y|`, the bracket test of
+    `optimistix.Bisection`, or when `f(y) == 0`. So the returned `y` lies
+    within that distance of a sign change of `f`, however flat `f` is there,
+    unlike [`FalsePosition`][], which stops on a small `|f|`.
+
+    Call it through `optimistix.root_find(fn, solver, y0, options=dict(lower=...,
+    upper=...))`, as `diffrax.Event` does: the bracket is `[lower, upper]`, and
+    `y0` is returned only if it is `upper` and a root. Gradients come from
+    optimistix's implicit function theorem, as for any root finder.
+    """
+
+    rtol: float
+    atol: float
+    norm: ClassVar[Callable[[PyTree], Scalar]] = optx.max_norm
+
+    def init(self, fn, y, args, options, f_struct, aux_struct, tags) -> _ChandrupatlaState:
+        del f_struct, aux_struct, tags
+        lower, upper, f_lower, f_upper = _bracket(self, fn, y, args, options)
+        # The first step's chord root; x3 is unused until the second step.
+        return self._next(upper, lower, lower, f_upper, f_lower, f_lower, first=True)
+
+    def _next(self, x1, x2, x3, f1, f2, f3, first: bool) -> _ChandrupatlaState:
+        best_is_x1 = jnp.abs(f1) <= jnp.abs(f2)
+        best = jnp.where(best_is_x1, x1, x2)
+        f_best = jnp.where(best_is_x1, f1, f2)
+        width = jnp.abs(x2 - x1)
+        tol = self.atol + self.rtol * jnp.abs(best)
+        done = (width < tol) | (f_best == 0)
+        # The smallest fraction that keeps the next iterate tol/2 from both ends.
+        t_min = 0.5 * tol / jnp.where(width > 0, width, 1.0)
+        if first:
+            chord = f1 - f2
+            t = f1 / jnp.where(chord == 0, 1.0, chord)
+            use = chord != 0
+        else:
+            # Inverse quadratic interpolation through (f3, x3), (f2, x2), (f1, x1),
+            # written as a fraction of the bracket. With xi and phi as below, the
+            # inverse quadratic is monotone on the bracket if phi^2 < xi and
+            # (1 - phi)^2 < 1 - xi, Chandrupatla's test.
+            def safe(x):
+                return jnp.where(x == 0, 1.0, x)
+
+            xi = (x1 - x2) / safe(x3 - x2)
+            phi = (f1 - f2) / safe(f3 - f2)
+            t = f1 / safe(f2 - f1) * f3 / safe(f2 - f3) + (x3 - x1) / safe(x2 - x1) * f1 / safe(
+                f3 - f1
+            ) * f2 / safe(f3 - f2)
+            use = (phi**2 < xi) & ((1 - phi) ** 2 < 1 - xi)
+        t = jnp.where(use & jnp.isfinite(t), t, 0.5)
+        t = jnp.clip(t, t_min, 1.0 - t_min)
+        return _ChandrupatlaState(x1, x2, x3, f1, f2, f3, t, best, done)
+
+    def step(self, fn, y, args, options, state: _ChandrupatlaState, tags):
+        del y, options, tags  # the next iterate comes from the state
+        x1, x2, f1, f2 = state.x1, state.x2, state.f1, state.f2
+        xt = x1 + state.t * (x2 - x1)
+        ft, aux = fn(xt, args)
+        # The iterate replaces the end whose value has its sign.
+        same = (ft < 0) == (f1 < 0)
+        new = self._next(
+            xt, jnp.where(same, x2, x1), jnp.where(same, x1, x2),
+            ft, jnp.where(same, f2, f1), jnp.where(same, f1, f2), first=False,
+        )
+        return new.best, new, aux
+
+    def terminate(self, fn, y, args, options, state: _ChandrupatlaState, tags):
+        del fn, args, options, tags
+        # Before the first step, y is the caller's y0, which need not be the best end.
+        return state.done & (y == state.best), optx.RESULTS.successful
+
+    def postprocess(self, fn, y, aux, args, options, state, tags, result):
+        del fn, args, options, state, tags, result
+        return y, aux, {}

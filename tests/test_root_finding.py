@@ -5,7 +5,7 @@ import optimistix as optx
 import pytest
 
 from eventax_lab.config import SimulationConfig
-from eventax_lab.root_finding import FalsePosition
+from eventax_lab.root_finding import Chandrupatla, FalsePosition
 
 jax.config.update("jax_enable_x64", True)
 
@@ -67,27 +67,66 @@ def test_false_position_beats_bisection(name):
     assert steps <= bisection_steps // 2, (steps, bisection_steps)
 
 
-def test_false_position_float32_tolerances():
+@pytest.mark.parametrize("solver, max_steps", [(FalsePosition, 8), (Chandrupatla, 7)])
+def test_float32_psp_crossing(solver, max_steps):
     fn, (lower, upper), _ = CASES["psp crossing"]
-    found = solve(fn, lower, upper, FalsePosition(rtol=1e-6, atol=1e-5), jnp.float32)
+    found = solve(fn, lower, upper, solver(rtol=1e-6, atol=1e-5), jnp.float32)
     assert found.result == optx.RESULTS.successful
     assert found.value.dtype == jnp.float32
     assert float(found.value) == pytest.approx(psp_root(), abs=1e-5)
-    assert int(found.stats["num_steps"]) <= 8
+    assert int(found.stats["num_steps"]) <= max_steps
+
+
+# Functions on which false position stops early or needs many steps, with their
+# roots: a parabola that barely crosses zero, a steep exponential, and a root of
+# multiplicity 9. Each decreases through its root.
+HARD_CASES = {
+    "grazing": (lambda t, _: (t - 1.0) ** 2 - 1e-6, (0.0, 1.0), 0.999),
+    "exponential": (lambda t, _: 1.0 - jnp.exp(t) / 1e6, (0.0, 20.0), np.log(1e6)),
+    "ninth power": (lambda t, _: -((t - 0.3) ** 9), (0.0, 1.0), 0.3),
+}
+
+
+@pytest.mark.parametrize("tol", [1e-10, 1e-5])
+@pytest.mark.parametrize("name", sorted(CASES) + sorted(HARD_CASES))
+def test_chandrupatla_root_within_tolerance(name, tol):
+    fn, (lower, upper), root = {**CASES, **HARD_CASES}[name]
+    root = psp_root() if root is None else root
+    found = solve(fn, lower, upper, Chandrupatla(rtol=tol, atol=tol))
+    halved = solve(fn, lower, upper, optx.Bisection(flip=True, rtol=tol, atol=tol))
+    assert found.result == optx.RESULTS.successful
+    # The bracket's stop test bounds the distance to the root, however flat f is.
+    assert abs(float(found.value) - root) <= tol * (1.0 + abs(root))
+    steps, bisection_steps = int(found.stats["num_steps"]), int(halved.stats["num_steps"])
+    if name in CASES and tol == 1e-10:
+        # Superlinear convergence on smooth simple roots.
+        assert steps <= bisection_steps // 2, (steps, bisection_steps)
+    else:
+        # Where interpolation does not help, the midpoint fallback keeps the count near bisection's.
+        assert steps <= bisection_steps + 4, (steps, bisection_steps)
+
+
+@pytest.mark.parametrize("solver", [FalsePosition, Chandrupatla])
+def test_root_at_lower_end(solver):
+    found = solve(lambda t, _: 0.2 - t, 0.2, 0.7, solver(rtol=1e-6, atol=1e-6))
+    assert found.result == optx.RESULTS.successful
+    assert float(found.value) == pytest.approx(0.2, abs=1e-6)
 
 
 def test_root_at_upper_end_no_step():
     # Under vmap, diffrax root-finds `t_next - t` in lanes without an event.
-    found = solve(lambda t, _: 0.7 - t, 0.2, 0.7, FalsePosition(rtol=1e-6, atol=1e-6))
-    assert float(found.value) == 0.7
-    assert int(found.stats["num_steps"]) == 0
+    for solver in (FalsePosition, Chandrupatla):
+        found = solve(lambda t, _: 0.7 - t, 0.2, 0.7, solver(rtol=1e-6, atol=1e-6))
+        assert float(found.value) == 0.7
+        assert int(found.stats["num_steps"]) == 0
 
 
-def test_root_gradient_is_implicit():
+@pytest.mark.parametrize("solver", [FalsePosition, Chandrupatla])
+def test_root_gradient_is_implicit(solver):
     # The root of t^2 - p is sqrt(p), with d root / dp = 1 / (2 sqrt(p)).
     def root(p):
         return optx.root_find(
-            lambda t, p: t**2 - p, FalsePosition(rtol=1e-12, atol=1e-12), jnp.asarray(2.0),
+            lambda t, p: t**2 - p, solver(rtol=1e-12, atol=1e-12), jnp.asarray(2.0),
             args=p, options=dict(lower=jnp.asarray(0.0), upper=jnp.asarray(2.0)),
         ).value
 
@@ -96,13 +135,15 @@ def test_root_gradient_is_implicit():
     assert float(jax.grad(root)(p)) == pytest.approx(0.5 / np.sqrt(1.7), rel=1e-8)
 
 
-def test_missing_bracket_names_option():
+@pytest.mark.parametrize("solver", [FalsePosition, Chandrupatla])
+def test_missing_bracket_names_option(solver):
     with pytest.raises(ValueError, match=r"options=dict\(lower=..., upper=...\)"):
-        optx.root_find(lambda t, _: t - 1.0, FalsePosition(rtol=1e-6, atol=1e-6), jnp.asarray(0.0))
+        optx.root_find(lambda t, _: t - 1.0, solver(rtol=1e-6, atol=1e-6), jnp.asarray(0.0))
 
 
 def test_config_root_finder_names():
-    assert isinstance(SimulationConfig().make_root_finder(), optx.Bisection)
+    assert isinstance(SimulationConfig().make_root_finder(), Chandrupatla)
+    assert isinstance(SimulationConfig(root_finder="bisection").make_root_finder(), optx.Bisection)
     chosen = SimulationConfig(root_finder="false_position").make_root_finder()
     assert isinstance(chosen, FalsePosition)
     with pytest.raises(ValueError, match="root_finder='brent'.*'false_position'"):
