@@ -68,16 +68,17 @@ class SimulationConfig:
       benchmark network of `experiments/bench`, through the steps at rtol
       1e-6, the check added about 12 % to the time per batch and 6 s to the
       first call.
-    - `root_finder`: `"chandrupatla"` (default), `"bisection"`,
+    - `root_finder`: `"bisection"` (default), `"chandrupatla"`,
       `"false_position"` or `"newton"`, with tolerances `root_rtol`,
       `root_atol` on the spike time. All work on the solver step in which the
-      condition crossed zero. Chandrupatla's method
-      (`eventax_lab.root_finding.Chandrupatla`) and bisection both end once
-      their bracket of the crossing is shorter than `root_atol + root_rtol t`,
-      so the time is that close to the root of the dense output. Chandrupatla
-      interpolates and took 7.9 iterations per vmapped root find on the
-      benchmark network of `experiments/bench`, where bisection took 18.
-      Bisection also needs the condition below `root_atol`. False position
+      condition crossed zero. Bisection and Chandrupatla's method
+      (`eventax_lab.root_finding.Chandrupatla`) both end once their bracket of
+      the crossing is shorter than `root_atol + root_rtol t`, so the time is
+      that close to the root of the dense output. Bisection also needs the
+      condition below `root_atol`. Chandrupatla interpolates and took 7.6
+      iterations per vmapped root find on the benchmark network of
+      `experiments/bench`, where bisection took 18, but the default Yin-Yang
+      job failed with it (see the NOTE in its class). False position
       with Anderson and Bjorck's rule (`eventax_lab.root_finding.FalsePosition`)
       took 8.0 iterations there, but it ends once the condition is below
       `root_atol` and its last step is short, so where the condition rises
@@ -144,7 +145,7 @@ class SimulationConfig:
     dt: float = 1.0
     max_step: float | None = None
     check_peaks: bool = True
-    root_finder: Literal["bisection", "chandrupatla", "false_position", "newton"] = "chandrupatla"
+    root_finder: Literal["bisection", "chandrupatla", "false_position", "newton"] = "bisection"
     root_rtol: float = 1e-6
     root_atol: float = 1e-5
     max_spikes: int = 8

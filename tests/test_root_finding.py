@@ -92,7 +92,12 @@ HARD_CASES = {
 def test_chandrupatla_root_within_tolerance(name, tol):
     fn, (lower, upper), root = {**CASES, **HARD_CASES}[name]
     root = psp_root() if root is None else root
-    found = solve(fn, lower, upper, Chandrupatla(rtol=tol, atol=tol))
+
+    def inside_only(t, args):
+        # NaN outside the bracket: a solver step that left it would spoil the result.
+        return jnp.where((t < lower) | (t > upper), jnp.nan, fn(t, args))
+
+    found = solve(inside_only, lower, upper, Chandrupatla(rtol=tol, atol=tol))
     halved = solve(fn, lower, upper, optx.Bisection(flip=True, rtol=tol, atol=tol))
     assert found.result == optx.RESULTS.successful
     # The bracket's stop test bounds the distance to the root, however flat f is.
@@ -104,6 +109,21 @@ def test_chandrupatla_root_within_tolerance(name, tol):
     else:
         # Where interpolation does not help, the midpoint fallback keeps the count near bisection's.
         assert steps <= bisection_steps + 4, (steps, bisection_steps)
+
+
+def test_chandrupatla_bracket_shorter_than_tolerance():
+    # A solver step shorter than the root tolerance: the bracket meets it at once,
+    # and the end with the smaller |f| (here the lower one) is the root.
+    lower, upper = 0.5, 0.5 + 1e-7
+
+    def fn(t, _):
+        inside = (t >= lower) & (t <= upper)
+        return jnp.where(inside, 0.5 + 2e-8 - t, jnp.nan)
+
+    found = solve(fn, lower, upper, Chandrupatla(rtol=1e-6, atol=1e-5))
+    assert found.result == optx.RESULTS.successful
+    assert float(found.value) == lower
+    assert int(found.stats["num_steps"]) == 1
 
 
 @pytest.mark.parametrize("solver", [FalsePosition, Chandrupatla])
@@ -142,8 +162,8 @@ def test_missing_bracket_names_option(solver):
 
 
 def test_config_root_finder_names():
-    assert isinstance(SimulationConfig().make_root_finder(), Chandrupatla)
-    assert isinstance(SimulationConfig(root_finder="bisection").make_root_finder(), optx.Bisection)
+    assert isinstance(SimulationConfig().make_root_finder(), optx.Bisection)
+    assert isinstance(SimulationConfig(root_finder="chandrupatla").make_root_finder(), Chandrupatla)
     chosen = SimulationConfig(root_finder="false_position").make_root_finder()
     assert isinstance(chosen, FalsePosition)
     with pytest.raises(ValueError, match="root_finder='brent'.*'false_position'"):
