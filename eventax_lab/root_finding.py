@@ -142,6 +142,7 @@ class _ChandrupatlaState(eqx.Module):
     best: Scalar  # the end of the bracket with the smaller |f|
     done: Bool[Array, ""]
     stepped: Bool[Array, ""]  # a step has run, so the iterate is `best`
+    bracketed: Bool[Array, ""]  # f(lower) and f(upper) differ in sign, or one is 0
 
 
 class Chandrupatla(optx.AbstractRootFinder):
@@ -159,7 +160,9 @@ class Chandrupatla(optx.AbstractRootFinder):
     bracket is shorter than `atol + rtol |y|`, the bracket test of
     `optimistix.Bisection`, or when `f(y) == 0`. So the returned `y` lies
     within that distance of a sign change of `f`, however flat `f` is there,
-    unlike [`FalsePosition`][], which stops on a small `|f|`.
+    unlike [`FalsePosition`][], which stops on a small `|f|`. If `f(lower)`
+    and `f(upper)` have the same sign, the solve stops before any step with
+    `optimistix.RESULTS.nonlinear_divergence`.
 
     Call it through `optimistix.root_find(fn, solver, y0, options=dict(lower=...,
     upper=...))`, as `diffrax.Event` does: the bracket is `[lower, upper]`, and
@@ -183,7 +186,9 @@ class Chandrupatla(optx.AbstractRootFinder):
         del f_struct, aux_struct, tags
         lower, upper, f_lower, f_upper = _bracket(self, fn, y, args, options)
         # The first step's chord root; x3 is unused until the second step.
-        return self._next(upper, lower, lower, f_upper, f_lower, f_lower, first=True)
+        state = self._next(upper, lower, lower, f_upper, f_lower, f_lower, first=True)
+        bracketed = ((f_lower < 0) != (f_upper < 0)) | (f_lower == 0) | (f_upper == 0)
+        return eqx.tree_at(lambda s: s.bracketed, state, bracketed)
 
     def _next(self, x1, x2, x3, f1, f2, f3, first: bool) -> _ChandrupatlaState:
         best_is_x1 = jnp.abs(f1) <= jnp.abs(f2)
@@ -215,7 +220,9 @@ class Chandrupatla(optx.AbstractRootFinder):
             use = (phi**2 < xi) & ((1 - phi) ** 2 < 1 - xi)
         t = jnp.where(use & jnp.isfinite(t), t, 0.5)
         t = jnp.clip(t, t_min, 1.0 - t_min)
-        return _ChandrupatlaState(x1, x2, x3, f1, f2, f3, t, best, done, jnp.asarray(not first))
+        return _ChandrupatlaState(
+            x1, x2, x3, f1, f2, f3, t, best, done, jnp.asarray(not first), jnp.asarray(True)
+        )
 
     def step(self, fn, y, args, options, state: _ChandrupatlaState, tags):
         del y, options, tags  # the next iterate comes from the state
@@ -231,7 +238,7 @@ class Chandrupatla(optx.AbstractRootFinder):
         # A bracket that met the tolerance before the first step (a solver step
         # shorter than it) keeps its best end, which the step returns.
         frozen = jax.tree.map(lambda old, updated: jnp.where(state.done, old, updated), state, new)
-        new = eqx.tree_at(lambda s: s.stepped, frozen, new.stepped)
+        new = eqx.tree_at(lambda s: (s.stepped, s.bracketed), frozen, (new.stepped, state.bracketed))
         return new.best, new, aux
 
     def terminate(self, fn, y, args, options, state: _ChandrupatlaState, tags):
@@ -239,7 +246,13 @@ class Chandrupatla(optx.AbstractRootFinder):
         # optimistix passes the iterate from before the step that made `state`.
         # That step returned `best`, so only before the first step, where y is the
         # caller's y0, does y have to be the best end already.
-        return state.done & (state.stepped | (y == state.best)), optx.RESULTS.successful
+        done = state.done & (state.stepped | (y == state.best))
+        # Without a sign change between the ends there is no root to close in
+        # on: stop at once and report it, as a failed root find.
+        result = optx.RESULTS.where(
+            state.bracketed, optx.RESULTS.successful, optx.RESULTS.nonlinear_divergence
+        )
+        return done | ~state.bracketed, result
 
     def postprocess(self, fn, y, aux, args, options, state, tags, result):
         del fn, args, options, state, tags, result

@@ -126,6 +126,13 @@ def test_chandrupatla_bracket_shorter_than_tolerance():
     assert int(found.stats["num_steps"]) == 1
 
 
+@pytest.mark.parametrize("lower, upper", [(-1.0, 2.0), (-1.0, 1.0)])
+def test_chandrupatla_no_sign_change_fails(lower, upper):
+    found = solve(lambda t, _: t**2 + 1.0, lower, upper, Chandrupatla(rtol=1e-6, atol=1e-6))
+    assert found.result == optx.RESULTS.nonlinear_divergence
+    assert int(found.stats["num_steps"]) == 0
+
+
 @pytest.mark.parametrize("solver", [FalsePosition, Chandrupatla])
 def test_root_at_lower_end(solver):
     found = solve(lambda t, _: 0.2 - t, 0.2, 0.7, solver(rtol=1e-6, atol=1e-6))
