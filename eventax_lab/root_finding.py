@@ -4,7 +4,6 @@ from collections.abc import Callable
 from typing import ClassVar
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import optimistix as optx
 from jaxtyping import Array, Bool, Float, PyTree, Scalar
@@ -30,6 +29,18 @@ def _bracket(solver, fn, y, args, options):
     return lower, upper, f_lower, f_upper
 
 
+class _BracketedRootFinder(optx.AbstractRootFinder):
+    """Base of the root finders here: tolerances on `y`, and `y` returned as the last iterate."""
+
+    rtol: float
+    atol: float
+    norm: ClassVar[Callable[[PyTree], Scalar]] = optx.max_norm
+
+    def postprocess(self, fn, y, aux, args, options, state, tags, result):
+        del fn, args, options, state, tags, result
+        return y, aux, {}
+
+
 class _State(eqx.Module):
     # The root lies between a and b: f(a) and f(b) differ in sign, or one is 0.
     # b is the latest iterate (the upper bound before the first step).
@@ -41,7 +52,7 @@ class _State(eqx.Module):
     bisect: Bool[Array, ""]  # the last step made no progress: take the midpoint next
 
 
-class FalsePosition(optx.AbstractRootFinder):
+class FalsePosition(_BracketedRootFinder):
     """Find a scalar root inside a bracket by false position with Anderson and Bjorck's rule.
 
     Each step places the next iterate where the chord through the bracket's ends
@@ -77,9 +88,6 @@ class FalsePosition(optx.AbstractRootFinder):
     bisection unless `root_finder="false_position"` is set.
     """
 
-    rtol: float
-    atol: float
-    norm: ClassVar[Callable[[PyTree], Scalar]] = optx.max_norm
 
     def init(self, fn, y, args, options, f_struct, aux_struct, tags) -> _State:
         del f_struct, aux_struct, tags
@@ -122,11 +130,6 @@ class FalsePosition(optx.AbstractRootFinder):
         done: Bool[Array, ""] = ((state.f_b == 0) & (y == state.b)) | ((jnp.abs(state.f_b) < self.atol) & short)
         return done, optx.RESULTS.successful
 
-    def postprocess(self, fn, y, aux, args, options, state, tags, result):
-        del fn, args, options, state, tags, result
-        return y, aux, {}
-
-
 
 class _ChandrupatlaState(eqx.Module):
     # x1 is the latest iterate (the upper bound before the first step) and x2 the
@@ -145,7 +148,7 @@ class _ChandrupatlaState(eqx.Module):
     bracketed: Bool[Array, ""]  # f(lower) and f(upper) differ in sign, or one is 0
 
 
-class Chandrupatla(optx.AbstractRootFinder):
+class Chandrupatla(_BracketedRootFinder):
     """Find a scalar root inside a bracket by Chandrupatla's method.
 
     The method (T. R. Chandrupatla, "A new hybrid quadratic/bisection algorithm
@@ -178,9 +181,6 @@ class Chandrupatla(optx.AbstractRootFinder):
     so the simulator keeps bisection unless `root_finder="chandrupatla"` is set.
     """
 
-    rtol: float
-    atol: float
-    norm: ClassVar[Callable[[PyTree], Scalar]] = optx.max_norm
 
     def init(self, fn, y, args, options, f_struct, aux_struct, tags) -> _ChandrupatlaState:
         del f_struct, aux_struct, tags
@@ -188,7 +188,10 @@ class Chandrupatla(optx.AbstractRootFinder):
         # The first step's chord root; x3 is unused until the second step.
         state = self._next(upper, lower, lower, f_upper, f_lower, f_lower, first=True)
         bracketed = ((f_lower < 0) != (f_upper < 0)) | (f_lower == 0) | (f_upper == 0)
-        return eqx.tree_at(lambda s: s.bracketed, state, bracketed)
+        # A bracket that meets the tolerance already (a solver step shorter than
+        # it) needs a step only if its best end is the lower one: land on it.
+        t = jnp.where(state.done, 1.0, state.t)
+        return eqx.tree_at(lambda s: (s.t, s.bracketed), state, (t, bracketed))
 
     def _next(self, x1, x2, x3, f1, f2, f3, first: bool) -> _ChandrupatlaState:
         best_is_x1 = jnp.abs(f1) <= jnp.abs(f2)
@@ -197,9 +200,9 @@ class Chandrupatla(optx.AbstractRootFinder):
         width = jnp.abs(x2 - x1)
         tol = self.atol + self.rtol * jnp.abs(best)
         done = (width < tol) | (f_best == 0)
-        # The smallest fraction that keeps the next iterate tol/2 from both ends.
-        # A bracket shorter than tol takes its midpoint: the iterate never leaves it.
-        t_min = jnp.minimum(0.5 * tol / jnp.where(width > 0, width, 1.0), 0.5)
+        # The smallest fraction that keeps the next iterate tol/2 from both ends. It
+        # is below 1/2 whenever a step follows, because then the bracket exceeds tol.
+        t_min = 0.5 * tol / jnp.where(width > 0, width, 1.0)
         if first:
             chord = f1 - f2
             t = f1 / jnp.where(chord == 0, 1.0, chord)
@@ -235,10 +238,6 @@ class Chandrupatla(optx.AbstractRootFinder):
             xt, jnp.where(same, x2, x1), jnp.where(same, x1, x2),
             ft, jnp.where(same, f2, f1), jnp.where(same, f1, f2), first=False,
         )
-        # A bracket that met the tolerance before the first step (a solver step
-        # shorter than it) keeps its best end, which the step returns.
-        frozen = jax.tree.map(lambda old, updated: jnp.where(state.done, old, updated), state, new)
-        new = eqx.tree_at(lambda s: (s.stepped, s.bracketed), frozen, (new.stepped, state.bracketed))
         return new.best, new, aux
 
     def terminate(self, fn, y, args, options, state: _ChandrupatlaState, tags):
@@ -253,7 +252,3 @@ class Chandrupatla(optx.AbstractRootFinder):
             state.bracketed, optx.RESULTS.successful, optx.RESULTS.nonlinear_divergence
         )
         return done | ~state.bracketed, result
-
-    def postprocess(self, fn, y, aux, args, options, state, tags, result):
-        del fn, args, options, state, tags, result
-        return y, aux, {}

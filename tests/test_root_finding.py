@@ -94,7 +94,7 @@ def test_chandrupatla_root_within_tolerance(name, tol):
     root = psp_root() if root is None else root
 
     def inside_only(t, args):
-        # NaN outside the bracket: a solver step that left it would spoil the result.
+        # NaN outside the bracket: an iterate that left it would spoil the result.
         return jnp.where((t < lower) | (t > upper), jnp.nan, fn(t, args))
 
     found = solve(inside_only, lower, upper, Chandrupatla(rtol=tol, atol=tol))
