@@ -77,8 +77,8 @@ class SimulationConfig:
       that close to the root of the dense output. Bisection also needs the
       condition below `root_atol`. Chandrupatla interpolates and took 7.6
       iterations per vmapped root find on the benchmark network of
-      `experiments/bench`, where bisection took 18, but the default Yin-Yang
-      job failed with it (see the NOTE in its class). False position
+      `experiments/bench`, where bisection took 18, but the time per batch
+      did not drop (see the NOTE in its class). False position
       with Anderson and Bjorck's rule (`eventax_lab.root_finding.FalsePosition`)
       took 8.0 iterations there, but it ends once the condition is below
       `root_atol` and its last step is short, so where the condition rises

@@ -172,13 +172,15 @@ class Chandrupatla(_BracketedRootFinder):
     `y0` is returned only if it is `upper` and a root. Gradients come from
     optimistix's implicit function theorem, as for any root finder.
 
-    NOTE: the default Yin-Yang job (QIF neurons, event adjoint) failed with
-    this root finder. A segment needed more than `max_steps` solver steps in
-    the first epoch. Once no step could leave a bracket shorter than the
-    tolerance, the same error came after five epochs. A variant that returned the
-    bracket's midpoint instead of its best end trained to 91.7 % test
-    accuracy, against 96.5 to 97.1 % with bisection. The cause was not found,
-    so the simulator keeps bisection unless `root_finder="chandrupatla"` is set.
+    NOTE: the default Yin-Yang job (QIF neurons, event adjoint) once failed
+    with this root finder: a segment needed more than `max_steps` solver
+    steps. The cause lay in the simulator. A solve had paused just below
+    threshold, and this method put the crossing on the next solve's start,
+    which cut that solve's only accepted step to zero length. The next solves
+    started with that zero step, which the step-size controller never grows.
+    The simulator now keeps the solve's first trial step in that case. The
+    simulator keeps bisection as its default: in the benchmark of
+    `experiments/bench` this method was no faster per batch.
     """
 
 

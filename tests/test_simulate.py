@@ -1,6 +1,7 @@
 """The event loop against closed-form LIF solutions, finite differences and its own guards."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -412,3 +413,67 @@ def test_paused_solves_under_vmap_match_one_loop():
     assert int(jnp.sum(together.spike_counts)) >= 3
     np.testing.assert_array_equal(apart.spike_counts, together.spike_counts)
     np.testing.assert_allclose(apart.spike_times, together.spike_times, rtol=1e-8)
+
+
+
+# Three hidden QIF neurons of the default Yin-Yang job, with their float32
+# weights, biases and input times written exactly in hex, at that job's solver
+# settings. Prints, per root finder, the failure code, spike counts and first
+# spike times as JSON.
+PAUSED_START_PROGRAM = """
+import dataclasses, json
+import equinox as eqx, jax.numpy as jnp, jax, numpy as np
+from eventax_lab.config import SimulationConfig
+from eventax_lab.network import FeedForwardNetwork, simulate_batch
+from eventax_lab.neurons import QIF
+
+def from_hex(values):
+    return jnp.asarray(np.vectorize(float.fromhex)(np.asarray(values)), jnp.float32)
+
+weight = from_hex([
+    ["0x1.116564p+1", "0x1.0f2764p+1", "0x1.2d853ap+1", "0x1.4663aep+1", "0x1.46196cp+0"],
+    ["0x1.e3f7bep+1", "0x1.e5960ep-1", "0x1.48ed9cp+2", "0x1.621a66p-1", "0x1.91e60ap+1"],
+    ["0x1.5dc95ap-2", "0x1.88cdd6p+1", "0x1.df7be8p+0", "0x1.99e4dap+0", "0x1.f85e0ap+1"],
+])
+bias = from_hex(["-0x1.d23feap-1", "-0x1.052ab8p+0", "-0x1.c8db52p-1"])
+input_times = from_hex(["0x1.73a848p+4", "0x1.09e83ep+4", "0x1.b15ee0p+2", "0x1.ac2f86p+3", "0x0p+0"])
+layer = QIF(3, 5, jax.random.PRNGKey(0), tau_mem=10.0, tau_syn=5.0, v_init=-1.0)
+network = FeedForwardNetwork([eqx.tree_at(lambda m: (m.weight, m.bias), layer, (weight, bias))])
+config = SimulationConfig(
+    t_end=60.0, rtol=1e-4, atol=1e-4, steps_per_iteration=2, adjoint="event",
+    errors="record", max_steps=64,
+)
+found = {}
+for root_finder in ("chandrupatla", "bisection"):
+    run = simulate_batch(
+        network, input_times[None, :, None], dataclasses.replace(config, root_finder=root_finder)
+    )
+    found[root_finder] = {
+        "failures": int(run.failures[0]),
+        "counts": np.asarray(run.spike_counts[0][0]).tolist(),
+        "first": np.asarray(run.spike_times[0][0, :, 0], np.float64).tolist(),
+    }
+print(json.dumps(found))
+"""
+
+
+def test_crossing_at_solve_start_keeps_stepping():
+    # Neuron 0 pauses just below threshold at t = 27.85. Chandrupatla's method
+    # puts its crossing on the next solve's start, which cuts that solve's only
+    # accepted step to zero length. The solves after it ran with a zero trial
+    # step, which the controller never grows, until they used up max_steps
+    # (failure code 2). It runs in a subprocess for float32: this session has x64.
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    output = subprocess.run(
+        [sys.executable, "-c", PAUSED_START_PROGRAM], env=env, capture_output=True, text=True,
+        check=True,
+    ).stdout
+    found = json.loads(output.strip().splitlines()[-1])
+    assert found["chandrupatla"]["failures"] == 0
+    assert found["bisection"]["failures"] == 0
+    assert found["chandrupatla"]["counts"] == found["bisection"]["counts"] == [1, 1, 1]
+    # Both root finders stop on a bracket of root_atol (1e-5) plus root_rtol.
+    np.testing.assert_allclose(
+        found["chandrupatla"]["first"], found["bisection"]["first"], atol=1e-4
+    )
+    np.testing.assert_allclose(found["bisection"]["first"][0], 27.855, atol=1e-3)
