@@ -19,11 +19,16 @@ from jaxtyping import Array, Bool, Float, PyTree
 
 from .config import SimulationConfig
 from .network import simulate_batch
-from .simulate import merge_failures
 
-# The metrics key of a step's failure code (see `SimulationConfig.errors`), which
-# the trainer removes and checks before it averages the other metrics.
+# The metrics key of a step's failure codes (see `SimulationConfig.errors`), one
+# per sample and 0 for padding rows, which the trainer removes and checks before
+# it averages the other metrics.
 FAILURES_KEY = "simulation_failures"
+
+
+def _sample_failures(recording, mask: Bool[Array, " batch"]) -> Array:
+    # Per sample rather than merged, so that an error counts the failed samples.
+    return jnp.where(mask, recording.failures, 0)
 
 
 class Keyed:
@@ -73,14 +78,14 @@ def train_step(
 
     **Returns:** `(params, opt_state, loss value, metrics)`. The metrics are the loss's
     own plus `grad_norm`, the global norm of the gradient before clipping, and
-    `FAILURES_KEY`, the batch's failure code.
+    `FAILURES_KEY`, the failure code of each sample.
     """
 
     def objective(trainable):
         network = eqx.combine(trainable, static)
         recording = simulate_for_loss(network, spikes, loss, config)
         value, metrics = loss(recording, targets, mask)
-        return value, {**metrics, FAILURES_KEY: merge_failures(recording.failures, (0,))}
+        return value, {**metrics, FAILURES_KEY: _sample_failures(recording, mask)}
 
     (value, metrics), grads = eqx.filter_value_and_grad(objective, has_aux=True)(params)
     updates, opt_state = optimizer.value.update(grads, opt_state, params)
@@ -100,11 +105,11 @@ def eval_step(
 ) -> tuple[Float[Array, ""], dict[str, Array], Array]:
     """Simulate a batch and return `(loss value, metrics, predictions)`.
 
-    The metrics include `FAILURES_KEY`, the batch's failure code.
+    The metrics include `FAILURES_KEY`, the failure code of each sample.
     """
     recording = simulate_for_loss(network, spikes, loss, config)
     value, metrics = loss(recording, targets, mask)
-    metrics = {**metrics, FAILURES_KEY: merge_failures(recording.failures, (0,))}
+    metrics = {**metrics, FAILURES_KEY: _sample_failures(recording, mask)}
     return value, metrics, loss.predict(recording)
 
 
