@@ -348,7 +348,7 @@ class Trainer:
             params, opt_state, value, metrics = train_step(
                 params, static, opt_state, spikes, targets, mask, self.loss, self.config, self.optimizer
             )
-            raise_failures(metrics.pop(FAILURES_KEY))
+            raise_failures(np.asarray(metrics.pop(FAILURES_KEY))[batch.mask])
             value = float(value)
             if not self._stepped:
                 first_step_seconds = time.perf_counter() - step_start
@@ -401,7 +401,7 @@ class Trainer:
                           disable=not self.settings.progress_bar):
             spikes, targets, mask = to_device_batch(batch, self.dtype, self.regression)
             value, metrics, predicted = eval_step(network, spikes, targets, mask, self.loss, self.config)
-            raise_failures(metrics.pop(FAILURES_KEY))
+            raise_failures(np.asarray(metrics.pop(FAILURES_KEY))[batch.mask])
             average.add({"loss": value, **metrics}, int(batch.mask.sum()))
             predictions.append(np.asarray(predicted)[batch.mask])
         return Evaluation(metrics=average.result(), predictions=np.concatenate(predictions))

@@ -269,15 +269,25 @@ def test_added_misspelled_key_suggests_parameter(compose_config):
     assert message.endswith("Did you mean lanes_per_vmap?")
 
 def test_recorded_simulation_failure_stops_run(tmp_path, monkeypatch, compose_config):
-    # A training step whose simulation recorded a spike overflow, without compiling one.
-    def failing_step(params, static, opt_state, *args, **kwargs):
-        return params, opt_state, 0.5, {FAILURES_KEY: np.array(SPIKE_OVERFLOW, np.int32)}
+    # A training step whose simulation recorded a spike overflow in its first
+    # sample, without compiling one. The error counts the batch's real samples.
+    valid_counts = []
+
+    def failing_step(params, static, opt_state, spikes, targets, mask, *args, **kwargs):
+        mask = np.asarray(mask)
+        valid_counts.append(int(mask.sum()))
+        codes = np.zeros(mask.shape, np.int32)
+        codes[0] = SPIKE_OVERFLOW
+        return params, opt_state, 0.5, {FAILURES_KEY: codes}
 
     monkeypatch.setattr(training, "train_step", failing_step)
     cfg = compose_config(["experiment=smoke", "solver.errors=record"])
 
-    with pytest.raises(SimulationError, match="max_spikes"):
+    with pytest.raises(SimulationError, match="max_spikes") as raised:
         run(cfg, JobInfo(run_dir=tmp_path))
+    assert len(valid_counts) == 1
+    assert valid_counts[0] > 1
+    assert str(raised.value).startswith(f"1 of {valid_counts[0]} simulations failed.")
 
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "failed"
@@ -286,9 +296,9 @@ def test_recorded_simulation_failure_stops_run(tmp_path, monkeypatch, compose_co
 
 def test_zero_gradient_epoch_warns(tmp_path, monkeypatch, compose_config, caplog):
     # A training step whose outputs stayed silent: a loss, but no gradient.
-    def silent_step(params, static, opt_state, *args, **kwargs):
+    def silent_step(params, static, opt_state, spikes, targets, mask, *args, **kwargs):
         metrics = {"grad_norm": np.float32(0.0), "silent_output_fraction": np.float32(1.0),
-                   FAILURES_KEY: np.array(0, np.int32)}
+                   FAILURES_KEY: np.zeros(np.shape(mask), np.int32)}
         return params, opt_state, 1.1, metrics
 
     monkeypatch.setattr(training, "train_step", silent_step)
