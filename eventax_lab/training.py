@@ -28,7 +28,7 @@ from .data import SpikeDataset, count_batches, iterate_batches
 from .neurons import trainable_filter
 from .optim import current_learning_rate
 from .run_config import ConfigError, TrainerConfig
-from .simulate import raise_failures
+from .simulate import SimulationError, raise_failures
 from .steps import FAILURES_KEY, Keyed, MetricAverage, eval_step, to_device_batch, train_step
 
 logger = logging.getLogger(__name__)
@@ -342,13 +342,17 @@ class Trainer:
             leave=False,
             disable=not settings.progress_bar,
         )
-        for batch in progress:
+        for batch_index, batch in enumerate(progress):
             spikes, targets, mask = to_device_batch(batch, self.dtype, self.regression)
             step_start = time.perf_counter()
             params, opt_state, value, metrics = train_step(
                 params, static, opt_state, spikes, targets, mask, self.loss, self.config, self.optimizer
             )
-            raise_failures(np.asarray(metrics.pop(FAILURES_KEY))[batch.mask])
+            _raise_batch_failures(
+                metrics.pop(FAILURES_KEY), batch.mask,
+                f"Training step {step + 1} (epoch {epoch + 1}, batch {batch_index + 1} of "
+                f"{self.steps_per_epoch})",
+            )
             value = float(value)
             if not self._stepped:
                 first_step_seconds = time.perf_counter() - step_start
@@ -397,14 +401,26 @@ class Trainer:
             dataset, self.eval_batch_size, seed=0, epoch=0, shuffle=False, last_batch="pad"
         )
         n_batches = count_batches(len(dataset), self.eval_batch_size)
-        for batch in tqdm(batches, total=n_batches, desc=desc, unit="batch", leave=False,
-                          disable=not self.settings.progress_bar):
+        progress = tqdm(batches, total=n_batches, desc=desc, unit="batch", leave=False,
+                        disable=not self.settings.progress_bar)
+        for batch_index, batch in enumerate(progress):
             spikes, targets, mask = to_device_batch(batch, self.dtype, self.regression)
             value, metrics, predicted = eval_step(network, spikes, targets, mask, self.loss, self.config)
-            raise_failures(np.asarray(metrics.pop(FAILURES_KEY))[batch.mask])
+            _raise_batch_failures(
+                metrics.pop(FAILURES_KEY), batch.mask,
+                f"Evaluation on {desc!r} (batch {batch_index + 1} of {n_batches})",
+            )
             average.add({"loss": value, **metrics}, int(batch.mask.sum()))
             predictions.append(np.asarray(predicted)[batch.mask])
         return Evaluation(metrics=average.result(), predictions=np.concatenate(predictions))
+
+
+def _raise_batch_failures(codes, mask, where: str) -> None:
+    """Raise `raise_failures`' error for a batch's real (unmasked) samples, with `where` in front."""
+    try:
+        raise_failures(np.asarray(codes)[mask])
+    except SimulationError as error:
+        raise SimulationError(f"{where}: {error}") from None
 
 
 def count_steps_per_epoch(n_train: int, settings: TrainerConfig) -> int:
