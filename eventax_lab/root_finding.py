@@ -172,15 +172,13 @@ class Chandrupatla(_BracketedRootFinder):
     `y0` is returned only if it is `upper` and a root. Gradients come from
     optimistix's implicit function theorem, as for any root finder.
 
-    NOTE: the default Yin-Yang job (QIF neurons, event adjoint) once failed
-    with this root finder: a segment needed more than `max_steps` solver
-    steps. The cause lay in the simulator. A solve had paused just below
-    threshold, and this method put the crossing on the next solve's start,
-    which cut that solve's only accepted step to zero length. The next solves
-    started with that zero step, which the step-size controller never grows.
-    The simulator now keeps the solve's first trial step in that case. The
-    simulator keeps bisection as its default: in the benchmark of
-    `experiments/bench` this method was no faster per batch.
+    Unlike bisection, it may return the lower end of the bracket. In the
+    simulator that can be a solve's start, when the previous solve paused just
+    below threshold, and the solve's only accepted step then has zero length.
+    The simulator starts the next solve with the trial step of this one in that
+    case, because the step-size controller never grows a zero step. Bisection
+    stays the simulator's default: in the benchmark of `experiments/bench`
+    this method was no faster per batch.
     """
 
 

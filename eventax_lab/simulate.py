@@ -447,10 +447,8 @@ def _loop_parts(
         ts_steps, ys_steps = sol.ts[1], sol.ys[1]
         # The next solve starts with this one's longest accepted step (the last step
         # of a solve is cut short at t1), or with a tenth of this solve's first
-        # step if every step was rejected. A crossing right at t0 (after a pause
-        # just below threshold) cuts the only accepted step to zero length. The
-        # controller scales steps by a factor and never grows a zero step, so this
-        # solve's first trial step is kept then.
+        # step if every step was rejected. A crossing right at t0 leaves a zero-length
+        # step, which the controller (it scales steps by a factor) never grows, so dt0 stays.
         dt_next = jnp.where(is_accepted[0], jnp.where(longest > 0, longest, dt0), 0.1 * dt0)
         failed = (sol.result != diffrax.RESULTS.successful) & (
             sol.result != diffrax.RESULTS.event_occurred

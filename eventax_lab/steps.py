@@ -27,7 +27,7 @@ FAILURES_KEY = "simulation_failures"
 
 
 def _sample_failures(recording, mask: Bool[Array, " batch"]) -> Array:
-    # Per sample rather than merged, so that an error counts the failed samples.
+    """Return each sample's failure code, 0 for padding rows, so that errors count samples."""
     return jnp.where(mask, recording.failures, 0)
 
 

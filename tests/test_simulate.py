@@ -415,7 +415,6 @@ def test_paused_solves_under_vmap_match_one_loop():
     np.testing.assert_allclose(apart.spike_times, together.spike_times, rtol=1e-8)
 
 
-
 # Three hidden QIF neurons of the default Yin-Yang job, with their float32
 # weights, biases and input times written exactly in hex, at that job's solver
 # settings. Prints, per root finder, the failure code, spike counts and first
@@ -462,7 +461,7 @@ def test_crossing_at_solve_start_keeps_stepping():
     # puts its crossing on the next solve's start, which cuts that solve's only
     # accepted step to zero length. The solves after it ran with a zero trial
     # step, which the controller never grows, until they used up max_steps
-    # (failure code 2). It runs in a subprocess for float32: this session has x64.
+    # (failure code 2). It runs in a subprocess because conftest.py enables x64.
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     output = subprocess.run(
         [sys.executable, "-c", PAUSED_START_PROGRAM], env=env, capture_output=True, text=True,

@@ -287,9 +287,7 @@ def test_recorded_simulation_failure_stops_run(tmp_path, monkeypatch, compose_co
         run(cfg, JobInfo(run_dir=tmp_path))
     assert len(valid_counts) == 1
     assert valid_counts[0] > 1
-    assert str(raised.value).startswith(
-        f"Training step 1 (epoch 1, batch 1 of "
-    )
+    assert str(raised.value).startswith("Training step 1 (epoch 1, batch 1 of ")
     assert f": 1 of {valid_counts[0]} simulations failed." in str(raised.value)
 
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -298,9 +296,8 @@ def test_recorded_simulation_failure_stops_run(tmp_path, monkeypatch, compose_co
 
 
 def test_validation_failure_names_batch(tmp_path, compose_config):
-    # Three validation samples padded to one batch: with max_steps=3 every real
-    # sample runs out of steps in the untrained network's validation, and the
-    # padding rows count neither as failed nor in the total.
+    # With max_steps=3 all 3 validation samples run out of steps. Their batch is
+    # padded, and the padding rows count neither as failed nor in the total.
     cfg = compose_config(["experiment=smoke", "solver.max_steps=3", "data.n_val=3"])
     with pytest.raises(SimulationError, match="max_steps") as raised:
         run(cfg, JobInfo(run_dir=tmp_path))
